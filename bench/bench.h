@@ -1,0 +1,8 @@
+/* Private to bench/: the subcommands of quiver-bench. */
+#ifndef QV_BENCH_H
+#define QV_BENCH_H
+
+/* Each returns the process exit code. argv[0] is the subcommand name. */
+int qv_bench_rpc(int argc, char **argv);
+
+#endif

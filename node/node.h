@@ -1,0 +1,51 @@
+/*
+ * node/node.h - the shard node: one quiver-node process.
+ *
+ * Today a node owns its data directory (locked against a second process, holding the node's
+ * checksummed identity) and serves, over gRPC, grpc.health.v1.Health/Check and
+ * quiver.v1.Cluster/Status. Storage, collections and replication arrive in later modules and
+ * hang off the same qv_node.
+ */
+#ifndef QV_NODE_H
+#define QV_NODE_H
+
+#include "common/common.h"
+#include "common/rpc/rpc.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct qv_node qv_node;
+
+typedef struct qv_node_opts {
+    bool dev;                 /* single-process mode: node and router in one process */
+    const char *data_dir;     /* created if missing; must not be used by another live node */
+    const char *grpc_addr;    /* "HOST:PORT"; port 0 picks a free one */
+    unsigned rpc_workers;     /* 0: number of CPUs */
+    size_t max_message_bytes; /* 0: QV_RPC_DEFAULT_MAX_MESSAGE */
+    const qv_rpc_tls *tls;    /* NULL: plaintext */
+} qv_node_opts;
+
+/* Opens the data directory and starts serving. Errors (with a message in *err): QV_EINVAL for bad
+ * options, QV_EUNAVAIL when the directory is locked by another process or the address cannot be
+ * bound, QV_ECORRUPT when the identity file fails its checksum, QV_EPERM / QV_ERESOURCE from the
+ * file system. On error nothing is left running. */
+int qv_node_start(const qv_node_opts *opts, qv_node **out, qv_status *err);
+
+/* The node's identity (32 hex digits), stable across restarts on the same data directory. Valid
+ * until qv_node_stop. */
+const char *qv_node_id(const qv_node *node);
+
+/* The bound gRPC port. */
+int qv_node_grpc_port(const qv_node *node);
+
+/* Marks the node NOT_SERVING, drains calls in flight for up to grace_ms, releases the data
+ * directory and frees the node. NULL is ignored. */
+void qv_node_stop(qv_node *node, uint64_t grace_ms);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* QV_NODE_H */

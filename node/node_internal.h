@@ -1,0 +1,36 @@
+/* Private to node/: the node struct and the pieces its files share. */
+#ifndef QV_NODE_INTERNAL_H
+#define QV_NODE_INTERNAL_H
+
+#include "node/node.h"
+
+#include <stdatomic.h>
+
+/* Node identity: 16 random bytes shown as 32 lower-case hex digits. */
+#define QV_NODE_ID_HEX 32
+
+typedef struct qv_datadir {
+    char *path;
+    int lock_fd;
+    char node_id[QV_NODE_ID_HEX + 1];
+} qv_datadir;
+
+struct qv_node {
+    bool dev;
+    qv_datadir dir;
+    qv_rpc_server *rpc;
+    char *grpc_addr;
+    uint64_t started_mono_ms;
+    uint64_t started_wall_ms;
+    atomic_bool serving;
+};
+
+/* Creates the directory if needed, takes an exclusive lock on <dir>/LOCK (QV_EUNAVAIL if another
+ * process holds it), and reads or creates <dir>/NODE_ID (QV_ECORRUPT when its checksum fails). */
+int qv__datadir_open(qv_datadir *dir, const char *path, qv_status *err);
+void qv__datadir_close(qv_datadir *dir);
+
+/* Registers the gRPC handlers of the node on srv (before start). */
+int qv__node_register_services(qv_node *node, qv_rpc_server *srv);
+
+#endif
