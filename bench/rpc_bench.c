@@ -137,18 +137,42 @@ int qv_bench_rpc(int argc, char **argv)
     char *inflight = NULL, *target = NULL;
     uint64_t payload = 0, workers = 0, duration_s = 0, warmup_s = 0;
     qv_opt opts[] = {
-        {.name = "inflight", .type = QV_OPT_STRING, .target = &inflight, .def = "1,16,64",
+        {.name = "inflight",
+         .type = QV_OPT_STRING,
+         .target = &inflight,
+         .def = "1,16,64",
          .help = "comma-separated numbers of calls kept in flight"},
-        {.name = "duration-s", .type = QV_OPT_UINT, .target = &duration_s, .def = "5",
-         .help = "measured seconds per depth", .min = 1, .max = 3600},
-        {.name = "warmup-s", .type = QV_OPT_UINT, .target = &warmup_s, .def = "1",
-         .help = "seconds run before measuring, per depth", .min = 0, .max = 600},
-        {.name = "payload-bytes", .type = QV_OPT_UINT, .target = &payload, .def = "64",
-         .help = "request (and echoed response) size", .min = 0, .max = 16 << 20},
-        {.name = "server-workers", .type = QV_OPT_UINT, .target = &workers, .def = "0",
-         .help = "handler threads of the in-process server (0: one per CPU)", .min = 0,
+        {.name = "duration-s",
+         .type = QV_OPT_UINT,
+         .target = &duration_s,
+         .def = "5",
+         .help = "measured seconds per depth",
+         .min = 1,
+         .max = 3600},
+        {.name = "warmup-s",
+         .type = QV_OPT_UINT,
+         .target = &warmup_s,
+         .def = "1",
+         .help = "seconds run before measuring, per depth",
+         .min = 0,
+         .max = 600},
+        {.name = "payload-bytes",
+         .type = QV_OPT_UINT,
+         .target = &payload,
+         .def = "64",
+         .help = "request (and echoed response) size",
+         .min = 0,
+         .max = 16 << 20},
+        {.name = "server-workers",
+         .type = QV_OPT_UINT,
+         .target = &workers,
+         .def = "0",
+         .help = "handler threads of the in-process server (0: one per CPU)",
+         .min = 0,
          .max = 1024},
-        {.name = "target", .type = QV_OPT_STRING, .target = &target,
+        {.name = "target",
+         .type = QV_OPT_STRING,
+         .target = &target,
          .help = "benchmark a server at HOST:PORT serving " ECHO_METHOD
                  " instead of an in-process one"},
         {0},
@@ -178,8 +202,7 @@ int qv_bench_rpc(int argc, char **argv)
     unsigned depths[32];
     int ndepths = parse_depths(inflight, depths, 32);
     if (ndepths <= 0) {
-        fprintf(stderr, "quiver-bench rpc: --inflight '%s' is not a list like 1,16,64\n",
-                inflight);
+        fprintf(stderr, "quiver-bench rpc: --inflight '%s' is not a list like 1,16,64\n", inflight);
         goto out;
     }
     qv_log_set_level(QV_LOG_WARN);

@@ -22,7 +22,7 @@ extern "C" {
 
 #if defined(__GNUC__)
 #define QV_PRINTF(fmt_idx, args_idx) __attribute__((format(printf, fmt_idx, args_idx)))
-#define QV_NODISCARD __attribute__((warn_unused_result))
+#define QV_NODISCARD                 __attribute__((warn_unused_result))
 #else
 #define QV_PRINTF(fmt_idx, args_idx)
 #define QV_NODISCARD
@@ -57,7 +57,8 @@ enum {
 /* Short constant name of an error code ("INVALID_ARGUMENT"); never NULL, "UNKNOWN" for others. */
 const char *qv_strerror(int code);
 
-/* Maps an errno value to the nearest QV_E* code (ENOMEM -> QV_ERESOURCE, ENOENT -> QV_ENOTFOUND...). */
+/* Maps an errno value to the nearest QV_E* code (ENOMEM -> QV_ERESOURCE, ENOENT ->
+ * QV_ENOTFOUND...). */
 int qv_from_errno(int err);
 
 /* A code plus a human message, returned by value: no allocation, nothing to free. The message is
@@ -97,7 +98,8 @@ typedef enum qv_log_format {
     QV_LOG_JSON = 1,
 } qv_log_format;
 
-/* Process-wide settings; safe to call at any time from any thread. */
+/* Process-wide settings; safe to call at any time from any thread. qv_log_set_fd(-1) goes back
+ * to stderr; the log never closes a descriptor it was given. */
 void qv_log_set_level(qv_log_level level);
 qv_log_level qv_log_get_level(void);
 void qv_log_set_format(qv_log_format format);
@@ -171,7 +173,8 @@ void qv_pool_destroy(qv_pool *pool);
  * A program declares its options once in a table; qv_config_parse() fills them from, in rising
  * priority: the defaults in the table, an optional config file, the environment, the command line.
  *
- *   - Command line: `--name value`, `--name=value`; booleans also as bare `--name` / `--no-name`.
+ *   - Command line: `--name value`, `--name=value`; booleans only as bare `--name` / `--no-name`
+ *     or `--name=false` (a boolean never takes the next argument, so `--dev false` is an error).
  *   - Environment: <PREFIX>_<NAME> with the name upper-cased and '-' turned into '_'
  *     (prefix "QUIVER": --grpc-addr -> QUIVER_GRPC_ADDR).
  *   - File: named by the option `--config FILE` (or <PREFIX>_CONFIG); lines `name = value`,
@@ -192,14 +195,15 @@ typedef enum qv_opt_type {
 } qv_opt_type;
 
 typedef struct qv_opt {
-    const char *name;       /* long flag without dashes, e.g. "grpc" */
-    qv_opt_type type;       /* how the value is parsed */
-    void *target;           /* where the value goes (type above) */
-    const char *def;        /* default as text; NULL means "no default" (string stays NULL) */
-    const char *help;       /* one line for --help */
-    const char *choices;    /* QV_OPT_ENUM only: "l2|cosine|dot" */
-    int64_t min, max;       /* QV_OPT_INT / QV_OPT_UINT bounds; both 0 means unbounded */
-    double dmin, dmax;      /* QV_OPT_DOUBLE bounds; both 0 means unbounded */
+    const char *name;    /* long flag without dashes, e.g. "grpc" */
+    qv_opt_type type;    /* how the value is parsed */
+    void *target;        /* where the value goes (type above) */
+    const char *def;     /* default as text; NULL means "no default" (string stays NULL) */
+    const char *help;    /* one line for --help */
+    const char *choices; /* QV_OPT_ENUM only: "l2|cosine|dot" */
+    int64_t min, max;    /* QV_OPT_INT / QV_OPT_UINT bounds; both 0 means unbounded (a one-
+                            sided bound spells out the other side, e.g. INT64_MAX) */
+    double dmin, dmax;   /* QV_OPT_DOUBLE bounds; both 0 means unbounded */
 } qv_opt;
 
 typedef struct qv_config {
@@ -207,7 +211,8 @@ typedef struct qv_config {
     const char *summary;    /* one paragraph shown at the top of --help */
     const char *env_prefix; /* e.g. "QUIVER"; NULL disables environment lookup */
     qv_opt *opts;           /* the table; terminated by an entry whose name is NULL */
-    /* Filled by qv_config_parse: positional arguments (argv elements, not copied) */
+    /* Filled by qv_config_parse: positional arguments (argv elements, not copied), in an array
+     * that ends with NULL and is freed by qv_config_free. */
     int npositional;
     char **positional;
     /* private bookkeeping for qv_config_free */
@@ -220,10 +225,12 @@ enum {
     QV_CONFIG_EXITED = 1, /* --help or --version was printed; the caller should exit(0) */
 };
 
-/* Parses configuration into the targets. Returns QV_CONFIG_RUN, QV_CONFIG_EXITED, or a negative
- * code with a message in *err (QV_EINVAL for bad input, QV_ENOTFOUND for an unreadable config
- * file, QV_ERESOURCE for allocation failure). On error the targets may hold partial values;
- * qv_config_free() still releases everything. Not thread-safe (call it once, from main). */
+/* Parses configuration into the targets. `cfg` must start zero-initialised apart from the
+ * program/summary/env_prefix/opts fields (designated initialisers do this). Returns QV_CONFIG_RUN,
+ * QV_CONFIG_EXITED, or a negative code with a message in *err (QV_EINVAL for bad input,
+ * QV_ENOTFOUND for an unreadable config file, QV_ERESOURCE for allocation failure). On error the
+ * targets may hold partial values; qv_config_free() still releases everything. Not thread-safe
+ * (call it once, from main). */
 int qv_config_parse(qv_config *cfg, int argc, char **argv, qv_status *err);
 
 /* Writes the usage text (summary, then every option with type, default, env variable and help). */

@@ -15,7 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define ID_MAGIC "quiver-node-id"
+#define ID_MAGIC   "quiver-node-id"
 #define ID_VERSION 1
 
 static int mkdir_p(const char *path, qv_status *err)
@@ -78,7 +78,7 @@ static int write_id(const char *dir, const char *id_hex, qv_status *err)
     if (rename(tmp, path) != 0 || fsync_dir(dir) != 0)
         goto fail;
     return 0;
-fail: {
+fail : {
     int e = errno;
     unlink(tmp);
     *err = qv_status_make(qv_from_errno(e), "cannot write '%s': %s", path, strerror(e));
@@ -159,8 +159,7 @@ int qv__datadir_open(qv_datadir *dir, const char *path, qv_status *err)
     }
     if (flock(dir->lock_fd, LOCK_EX | LOCK_NB) != 0) {
         *err = qv_status_make(QV_EUNAVAIL,
-                              "data directory '%s' is in use by another quiver-node process",
-                              path);
+                              "data directory '%s' is in use by another quiver-node process", path);
         rc = QV_EUNAVAIL;
         goto fail;
     }

@@ -54,8 +54,8 @@ int qv_node_start(const qv_node_opts *opts, qv_node **out, qv_status *err)
         goto fail_start;
     atomic_store(&node->serving, true);
     qv_log_info("node", "quiver-node %s%s id %s data %s grpc %s (port %d)", QV_VERSION_STRING,
-                node->dev ? " (dev mode)" : "", node->dir.node_id, node->dir.path,
-                node->grpc_addr, qv_rpc_server_port(node->rpc));
+                node->dev ? " (dev mode)" : "", node->dir.node_id, node->dir.path, node->grpc_addr,
+                qv_rpc_server_port(node->rpc));
     *out = node;
     return 0;
 

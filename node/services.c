@@ -68,8 +68,8 @@ static int cluster_status(qv_rpc_ctx *ctx, const uint8_t *req, size_t len, void 
     Quiver__V1__ClusterStatusResponse out = QUIVER__V1__CLUSTER_STATUS_RESPONSE__INIT;
     out.node_id = node->dir.node_id;
     out.version = QV_VERSION_STRING;
-    out.mode = node->dev ? QUIVER__V1__NODE_MODE__NODE_MODE_DEV
-                         : QUIVER__V1__NODE_MODE__NODE_MODE_NODE;
+    out.mode =
+        node->dev ? QUIVER__V1__NODE_MODE__NODE_MODE_DEV : QUIVER__V1__NODE_MODE__NODE_MODE_NODE;
     out.uptime_ms = qv_now_ms() - node->started_mono_ms;
     out.grpc_address = addr;
     /* Until gossip joins nodes into a cluster, a node knows only itself. */

@@ -166,8 +166,8 @@ int qv_rpc_client_create(const qv_rpc_client_opts *opts, qv_rpc_client **out)
     qv_rpc_client *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return QV_ERESOURCE;
-    c->max_message = opts && opts->max_message_bytes ? opts->max_message_bytes
-                                                     : QV_RPC_DEFAULT_MAX_MESSAGE;
+    c->max_message =
+        opts && opts->max_message_bytes ? opts->max_message_bytes : QV_RPC_DEFAULT_MAX_MESSAGE;
     if (c->max_message > INT32_MAX)
         c->max_message = INT32_MAX;
     if (opts != NULL && opts->tls != NULL) {
@@ -351,10 +351,10 @@ int qv_rpc_call_async(qv_rpc_client *c, const char *target, const char *method, 
     call->send_buf = grpc_raw_byte_buffer_create(&s, 1);
     grpc_slice_unref(s);
 
-    gpr_timespec deadline =
-        timeout_ms > 0 ? gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
-                                      gpr_time_from_millis(timeout_ms, GPR_TIMESPAN))
-                       : gpr_inf_future(GPR_CLOCK_MONOTONIC);
+    gpr_timespec deadline = timeout_ms > 0
+                                ? gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                                               gpr_time_from_millis(timeout_ms, GPR_TIMESPAN))
+                                : gpr_inf_future(GPR_CLOCK_MONOTONIC);
 
     pthread_mutex_lock(&c->mu);
     if (c->closing) {
@@ -484,8 +484,8 @@ int qv_rpc_call_sync(qv_rpc_client *c, const char *target, const char *method, c
     memset(&w, 0, sizeof(w));
     pthread_mutex_init(&w.mu, NULL);
     pthread_cond_init(&w.cv, NULL);
-    int rc = qv_rpc_call_async(c, target, method, req, req_len, timeout_ms, md, nmd, sync_done,
-                               &w, NULL);
+    int rc = qv_rpc_call_async(c, target, method, req, req_len, timeout_ms, md, nmd, sync_done, &w,
+                               NULL);
     if (rc != 0) {
         if (err != NULL)
             *err = qv_status_make(rc, "cannot start call %s to %s", method ? method : "(null)",

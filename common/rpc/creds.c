@@ -30,8 +30,8 @@ static int read_pem(const char *path, const char *what, char **out, qv_status *e
     fclose(f);
     if (failed || n > MAX_PEM_BYTES) {
         free(buf);
-        *err = qv_status_make(QV_EINVAL, "TLS %s '%s' is unreadable or larger than %u bytes",
-                              what, path, MAX_PEM_BYTES);
+        *err = qv_status_make(QV_EINVAL, "TLS %s '%s' is unreadable or larger than %u bytes", what,
+                              path, MAX_PEM_BYTES);
         return QV_EINVAL;
     }
     buf[n] = '\0';

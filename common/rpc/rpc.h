@@ -64,12 +64,12 @@ typedef struct qv_rpc_server qv_rpc_server;
 typedef struct qv_rpc_ctx qv_rpc_ctx;
 
 typedef struct qv_rpc_server_opts {
-    const char *addr;          /* "HOST:PORT"; port 0 picks a free one (see qv_rpc_server_port) */
-    unsigned workers;          /* handler threads; 0: the number of online CPUs (at least 2) */
-    size_t max_message_bytes;  /* per message, each direction; 0: QV_RPC_DEFAULT_MAX_MESSAGE */
-    size_t max_queued_calls;   /* calls waiting for a worker before new ones get
-                                  RESOURCE_EXHAUSTED; 0: 65536 */
-    const qv_rpc_tls *tls;     /* NULL: plaintext. Copied by qv_rpc_server_create. */
+    const char *addr;         /* "HOST:PORT"; port 0 picks a free one (see qv_rpc_server_port) */
+    unsigned workers;         /* handler threads; 0: the number of online CPUs (at least 2) */
+    size_t max_message_bytes; /* per message, each direction; 0: QV_RPC_DEFAULT_MAX_MESSAGE */
+    size_t max_queued_calls;  /* calls waiting for a worker before new ones get
+                                 RESOURCE_EXHAUSTED; 0: 65536 */
+    const qv_rpc_tls *tls;    /* NULL: plaintext. Copied by qv_rpc_server_create. */
 } qv_rpc_server_opts;
 
 /* A handler answers one call. `req` holds the request bytes (valid until the handler returns).
@@ -130,7 +130,8 @@ const char *qv_rpc_ctx_metadata(const qv_rpc_ctx *ctx, const char *key, size_t *
  * server's message limit (the call then ends with RESOURCE_EXHAUSTED). */
 uint8_t *qv_rpc_ctx_response(qv_rpc_ctx *ctx, size_t len);
 
-/* Sets the status message sent with a failure and returns `code`, for `return qv_rpc_ctx_fail(...)`. */
+/* Sets the status message sent with a failure and returns `code`, for `return
+ * qv_rpc_ctx_fail(...)`. */
 int qv_rpc_ctx_fail(qv_rpc_ctx *ctx, int code, const char *fmt, ...) QV_PRINTF(3, 4);
 
 /* ---------------------------------------------------------------------------------------------

@@ -104,7 +104,7 @@ struct qv_rpc_server {
     atomic_bool started;
     atomic_bool stopping;
     atomic_bool hard_cancel; /* grace period over */
-    atomic_size_t active; /* calls received and not yet freed */
+    atomic_size_t active;    /* calls received and not yet freed */
 
     tag t_shutdown;
     pthread_mutex_t mu;
@@ -180,9 +180,9 @@ static void send_reply(srv_call *c)
     ops[n].data.send_initial_metadata.count = 0;
     n++;
     if (c->code == QV_OK) {
-        grpc_slice s = c->resp_len ? grpc_slice_from_copied_buffer((const char *)c->resp,
-                                                                   c->resp_len)
-                                   : grpc_empty_slice();
+        grpc_slice s = c->resp_len
+                           ? grpc_slice_from_copied_buffer((const char *)c->resp, c->resp_len)
+                           : grpc_empty_slice();
         c->send_buf = grpc_raw_byte_buffer_create(&s, 1);
         grpc_slice_unref(s);
         ops[n].op = GRPC_OP_SEND_MESSAGE;
@@ -320,9 +320,9 @@ static void post_registered(qv_rpc_server *srv, method *m)
         qv_log_error("rpc", "out of memory requesting a call for %s", m->name);
         return;
     }
-    grpc_call_error e = grpc_server_request_registered_call(
-        srv->server, m->registered, &c->call, &c->deadline, &c->md, &c->payload, srv->cq, srv->cq,
-        &c->t_new);
+    grpc_call_error e =
+        grpc_server_request_registered_call(srv->server, m->registered, &c->call, &c->deadline,
+                                            &c->md, &c->payload, srv->cq, srv->cq, &c->t_new);
     if (e != GRPC_CALL_OK) {
         qv_log_error("rpc", "request_registered_call(%s) failed: %d", m->name, (int)e);
         call_free(c);
@@ -344,8 +344,8 @@ static void *poller_main(void *arg)
 {
     qv_rpc_server *srv = arg;
     for (;;) {
-        grpc_event ev = grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC),
-                                                   NULL);
+        grpc_event ev =
+            grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
         if (ev.type == GRPC_QUEUE_SHUTDOWN)
             break;
         if (ev.type != GRPC_OP_COMPLETE)
@@ -411,8 +411,8 @@ int qv_rpc_server_create(const qv_rpc_server_opts *opts, qv_rpc_server **out, qv
     }
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     srv->workers = opts->workers ? opts->workers : (unsigned)(ncpu > 2 ? ncpu : 2);
-    srv->max_message = opts->max_message_bytes ? opts->max_message_bytes
-                                               : QV_RPC_DEFAULT_MAX_MESSAGE;
+    srv->max_message =
+        opts->max_message_bytes ? opts->max_message_bytes : QV_RPC_DEFAULT_MAX_MESSAGE;
     if (srv->max_message > INT32_MAX)
         srv->max_message = INT32_MAX;
     srv->max_queued = opts->max_queued_calls ? opts->max_queued_calls : 65536;
@@ -499,8 +499,8 @@ int qv_rpc_server_start(qv_rpc_server *srv, qv_status *err)
         *err = qv_status_make(QV_EPRECONDITION, "server already started");
         return QV_EPRECONDITION;
     }
-    srv->creds = srv->has_tls ? qv__rpc_server_creds(&srv->tls)
-                              : grpc_insecure_server_credentials_create();
+    srv->creds =
+        srv->has_tls ? qv__rpc_server_creds(&srv->tls) : grpc_insecure_server_credentials_create();
     if (srv->creds == NULL) {
         *err = qv_status_make(QV_EINVAL, "could not build server credentials");
         return QV_EINVAL;
@@ -579,8 +579,7 @@ void qv_rpc_server_shutdown(qv_rpc_server *srv, uint64_t grace_ms)
         /* Never served: shut the core server down synchronously on a private queue. */
         grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
         grpc_server_shutdown_and_notify(srv->server, cq, &srv->t_shutdown);
-        grpc_completion_queue_pluck(cq, &srv->t_shutdown, gpr_inf_future(GPR_CLOCK_REALTIME),
-                                    NULL);
+        grpc_completion_queue_pluck(cq, &srv->t_shutdown, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
         grpc_completion_queue_shutdown(cq);
         grpc_completion_queue_destroy(cq);
         if (srv->pool != NULL) {
@@ -614,8 +613,8 @@ void qv_rpc_server_destroy(qv_rpc_server *srv)
     if (srv->poller_started) {
         pthread_join(srv->poller, NULL);
     } else {
-        while (grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL)
-                   .type != GRPC_QUEUE_SHUTDOWN) {
+        while (grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+               GRPC_QUEUE_SHUTDOWN) {
         }
     }
     grpc_completion_queue_destroy(srv->cq);
