@@ -347,6 +347,15 @@ int qv_rpc_call_async(qv_rpc_client *c, const char *target, const char *method, 
             call->nsend_md++;
         }
     }
+    for (size_t i = 0; i < call->nsend_md; i++) {
+        const grpc_metadata *m = &call->send_md[i];
+        if (!grpc_header_key_is_legal(m->key) ||
+            (!grpc_is_binary_header(m->key) && !grpc_header_nonbin_value_is_legal(m->value))) {
+            /* Keys are lower-case [0-9a-z_.-]; values of non "-bin" keys printable ASCII. */
+            call_release_ref(call);
+            return QV_EINVAL;
+        }
+    }
     grpc_slice s = req_len ? grpc_slice_from_copied_buffer(req, req_len) : grpc_empty_slice();
     call->send_buf = grpc_raw_byte_buffer_create(&s, 1);
     grpc_slice_unref(s);
@@ -488,8 +497,10 @@ int qv_rpc_call_sync(qv_rpc_client *c, const char *target, const char *method, c
                                NULL);
     if (rc != 0) {
         if (err != NULL)
-            *err = qv_status_make(rc, "cannot start call %s to %s", method ? method : "(null)",
-                                  target ? target : "(null)");
+            *err =
+                qv_status_make(rc, "cannot start call %s to %s: %s", method ? method : "(null)",
+                               target ? target : "(null)",
+                               rc == QV_EINVAL ? "invalid arguments or metadata" : qv_strerror(rc));
     } else {
         pthread_mutex_lock(&w.mu);
         while (!w.done)

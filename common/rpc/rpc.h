@@ -176,7 +176,9 @@ void qv_rpc_client_destroy(qv_rpc_client *c);
  * The request bytes are copied before return. If handle_out is not NULL it receives a reference to
  * the call, usable with qv_rpc_call_cancel() until released with qv_rpc_call_release() (which the
  * caller must then do, before or after completion). Returns 0 when the call was started (the
- * callback will run); QV_EINVAL, QV_ERESOURCE or QV_EUNAVAIL (client shutting down) otherwise,
+ * callback will run); QV_EINVAL (bad arguments; a metadata key that is not lower-case
+ * [0-9a-z_.-], or a value of a non "-bin" key that is not printable ASCII), QV_ERESOURCE or
+ * QV_EUNAVAIL (client shutting down) otherwise,
  * in which case the callback never runs. Thread-safe. */
 int qv_rpc_call_async(qv_rpc_client *c, const char *target, const char *method, const void *req,
                       size_t req_len, int64_t timeout_ms, const qv_rpc_md *md, size_t nmd,

@@ -427,14 +427,19 @@ int qv_rpc_server_create(const qv_rpc_server_opts *opts, qv_rpc_server **out, qv
 
     grpc_init();
     srv->grpc_inited = true;
-    grpc_arg args[2];
+    grpc_arg args[3];
     args[0].type = GRPC_ARG_INTEGER;
     args[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
     args[0].value.integer = (int)srv->max_message;
     args[1].type = GRPC_ARG_INTEGER;
     args[1].key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
     args[1].value.integer = (int)srv->max_message;
-    grpc_channel_args cargs = {.num_args = 2, .args = args};
+    /* gRPC turns SO_REUSEPORT on by default: a second process would then silently share the
+     * port instead of failing to bind. */
+    args[2].type = GRPC_ARG_INTEGER;
+    args[2].key = GRPC_ARG_ALLOW_REUSEPORT;
+    args[2].value.integer = 0;
+    grpc_channel_args cargs = {.num_args = 3, .args = args};
     srv->server = grpc_server_create(&cargs, NULL);
     if (srv->server == NULL)
         goto fail_server;
@@ -589,11 +594,13 @@ void qv_rpc_server_shutdown(qv_rpc_server *srv, uint64_t grace_ms)
         return;
     }
     size_t busy = qv_rpc_server_inflight(srv);
-    qv_log_info("rpc", "shutting down %s: %zu calls in flight, grace %llu ms", srv->addr, busy,
+    qv_log_info("rpc", "shutting down port %d: %zu calls in flight, grace %llu ms", srv->port, busy,
                 (unsigned long long)grace_ms);
     grpc_server_shutdown_and_notify(srv->server, srv->cq, &srv->t_shutdown);
     if (!wait_shutdown_tag(srv, grace_ms)) {
-        qv_log_warn("rpc", "grace period over: cancelling the calls still in flight");
+        if (qv_rpc_server_inflight(srv) > 0)
+            qv_log_warn("rpc", "grace period over: cancelling %zu calls still in flight",
+                        qv_rpc_server_inflight(srv));
         atomic_store(&srv->hard_cancel, true);
         grpc_server_cancel_all_calls(srv->server);
         wait_shutdown_tag(srv, UINT64_MAX);
