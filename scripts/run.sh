@@ -27,13 +27,28 @@ while [ $# -gt 0 ]; do
 done
 pidfile="$data/quiver-node.pid"
 
+# The pid in the file is ours only if that process is a quiver-node (pids are reused).
+node_pid() {
+  local pid
+  [ -f "$pidfile" ] || return 1
+  pid=$(cat "$pidfile")
+  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'quiver-node' || return 1
+  echo "$pid"
+}
+
 if [ "$stop" = 1 ]; then
-  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
-    kill -TERM "$(cat "$pidfile")"
-    for _ in $(seq 1 150); do kill -0 "$(cat "$pidfile")" 2>/dev/null || break; sleep 0.2; done
+  if pid=$(node_pid); then
+    kill -TERM "$pid"
+    for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    if kill -0 "$pid" 2>/dev/null; then
+      echo "quiver-node (pid $pid) is still draining after 30 s; kill -KILL $pid forces it" >&2
+      exit 1
+    fi
     rm -f "$pidfile"
     echo "quiver-node stopped"
   else
+    rm -f "$pidfile"
     echo "no running quiver-node found for $data"
   fi
   exit 0
@@ -47,8 +62,8 @@ if [ "$foreground" = 1 ]; then
   exec build/bin/quiver-node --dev --data "$data" --grpc "$grpc"
 fi
 
-if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
-  echo "quiver-node is already running (pid $(cat "$pidfile")); stop it with: bash scripts/run.sh --stop"
+if pid=$(node_pid); then
+  echo "quiver-node is already running (pid $pid); stop it with: bash scripts/run.sh --stop"
   exit 1
 fi
 mkdir -p "$data"

@@ -101,7 +101,10 @@ static void complete(qv_rpc_call *call, bool ok)
         res.code = QV_EINTERNAL;
         res.message = "call batch failed";
     } else {
-        res.code = -(int)call->status;
+        /* A peer may send any integer; codes past UNAUTHENTICATED are UNKNOWN to us. */
+        res.code = (call->status < 0 || call->status > GRPC_STATUS_UNAUTHENTICATED)
+                       ? QV_EUNKNOWN
+                       : -(int)call->status;
         msg = grpc_slice_to_c_string(call->details);
         res.message = msg;
         if (res.code == QV_OK) {
@@ -177,6 +180,7 @@ int qv_rpc_client_create(const qv_rpc_client_opts *opts, qv_rpc_client **out)
     }
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->idle, NULL);
+    qv__rpc_route_grpc_logs();
     grpc_init();
     c->creds = c->has_tls ? qv__rpc_channel_creds(&c->tls) : grpc_insecure_credentials_create();
     if (c->creds == NULL)

@@ -2,7 +2,13 @@
 #define _GNU_SOURCE
 #include "common/rpc/rpc_internal.h"
 
+#include <grpc/support/log.h>
+#include <openssl/bio.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +50,57 @@ static int read_pem(const char *path, const char *what, char **out, qv_status *e
     return 0;
 }
 
+/* Parses the certificate and key and checks that they belong together, so a mismatch is
+ * reported at start-up with the file names rather than as a failed listen or handshake. */
+static int check_pair(const qv_rpc_tls *t, const char *cert_path, const char *key_path,
+                      qv_status *err)
+{
+    int rc = 0;
+    BIO *cb = BIO_new_mem_buf(t->cert_pem, -1);
+    BIO *kb = BIO_new_mem_buf(t->key_pem, -1);
+    X509 *cert = cb ? PEM_read_bio_X509(cb, NULL, NULL, NULL) : NULL;
+    EVP_PKEY *key = kb ? PEM_read_bio_PrivateKey(kb, NULL, NULL, NULL) : NULL;
+    if (cert == NULL) {
+        *err = qv_status_make(QV_EINVAL, "TLS certificate '%s' is not a PEM X.509 certificate",
+                              cert_path);
+        rc = QV_EINVAL;
+    } else if (key == NULL) {
+        *err = qv_status_make(
+            QV_EINVAL, "TLS private key '%s' is not an unencrypted PEM private key", key_path);
+        rc = QV_EINVAL;
+    } else if (X509_check_private_key(cert, key) != 1) {
+        *err = qv_status_make(QV_EINVAL, "TLS private key '%s' does not match certificate '%s'",
+                              key_path, cert_path);
+        rc = QV_EINVAL;
+    }
+    EVP_PKEY_free(key);
+    X509_free(cert);
+    BIO_free(kb);
+    BIO_free(cb);
+    return rc;
+}
+
+static void grpc_log_to_qv(gpr_log_func_args *a)
+{
+    qv_log_level lvl = a->severity == GPR_LOG_SEVERITY_ERROR  ? QV_LOG_ERROR
+                       : a->severity == GPR_LOG_SEVERITY_INFO ? QV_LOG_INFO
+                                                              : QV_LOG_DEBUG;
+    const char *file = strrchr(a->file, '/');
+    qv_log(lvl, "grpc", "%s (%s:%d)", a->message, file ? file + 1 : a->file, a->line);
+}
+
+static pthread_once_t log_once = PTHREAD_ONCE_INIT;
+
+static void route_logs(void)
+{
+    gpr_set_log_function(grpc_log_to_qv);
+}
+
+void qv__rpc_route_grpc_logs(void)
+{
+    pthread_once(&log_once, route_logs);
+}
+
 int qv_rpc_tls_load(qv_rpc_tls *out, const char *cert_path, const char *key_path,
                     const char *ca_path, qv_status *err)
 {
@@ -62,6 +119,8 @@ int qv_rpc_tls_load(qv_rpc_tls *out, const char *cert_path, const char *key_path
     if (key_path != NULL && (rc = read_pem(key_path, "private key", &out->key_pem, err)) != 0)
         goto fail;
     if (ca_path != NULL && (rc = read_pem(ca_path, "CA bundle", &out->ca_pem, err)) != 0)
+        goto fail;
+    if (out->cert_pem != NULL && (rc = check_pair(out, cert_path, key_path, err)) != 0)
         goto fail;
     return 0;
 fail:

@@ -55,6 +55,7 @@ typedef struct qv_rpc_tls {
  * QV_ERESOURCE. */
 int qv_rpc_tls_load(qv_rpc_tls *out, const char *cert_path, const char *key_path,
                     const char *ca_path, qv_status *err);
+/* Frees the PEM strings and zeroes *tls; safe on a zeroed or already freed struct. */
 void qv_rpc_tls_free(qv_rpc_tls *tls);
 
 /* ---------------------------------------------------------------------------------------------
@@ -69,6 +70,8 @@ typedef struct qv_rpc_server_opts {
     size_t max_message_bytes; /* per message, each direction; 0: QV_RPC_DEFAULT_MAX_MESSAGE */
     size_t max_queued_calls;  /* calls waiting for a worker before new ones get
                                  RESOURCE_EXHAUSTED; 0: 65536 */
+    size_t max_queued_bytes;  /* request bytes held by calls waiting or running before new ones
+                                 get RESOURCE_EXHAUSTED (a lone call always passes); 0: 1 GiB */
     const qv_rpc_tls *tls;    /* NULL: plaintext. Copied by qv_rpc_server_create. */
 } qv_rpc_server_opts;
 
@@ -104,7 +107,8 @@ void qv_rpc_server_shutdown(qv_rpc_server *srv, uint64_t grace_ms);
 /* Shuts down (grace 0 if not done yet) and frees the server. NULL is ignored. */
 void qv_rpc_server_destroy(qv_rpc_server *srv);
 
-/* --- the per-call context, valid only while the handler runs --- */
+/* --- the per-call context, valid only while the handler runs, and only on the handler's own
+ * thread (the functions below are not safe to call from another thread) --- */
 
 /* Full method name of the call. */
 const char *qv_rpc_ctx_method(const qv_rpc_ctx *ctx);
@@ -187,6 +191,7 @@ int qv_rpc_call_async(qv_rpc_client *c, const char *target, const char *method, 
 /* Asks for the call to be cancelled; its callback then reports QV_ECANCELLED unless it already
  * completed. Thread-safe; harmless after completion. */
 void qv_rpc_call_cancel(qv_rpc_call *call);
+/* Drops the caller's reference: exactly once per handle, and before qv_rpc_client_destroy. */
 void qv_rpc_call_release(qv_rpc_call *call);
 
 /* A reply of a blocking call: `data` is malloc'd and owned by the caller (free with
@@ -201,6 +206,7 @@ typedef struct qv_rpc_reply {
 int qv_rpc_call_sync(qv_rpc_client *c, const char *target, const char *method, const void *req,
                      size_t req_len, int64_t timeout_ms, const qv_rpc_md *md, size_t nmd,
                      qv_rpc_reply *reply, qv_status *err);
+/* Frees reply->data and zeroes the reply; NULL and empty replies are fine. */
 void qv_rpc_reply_free(qv_rpc_reply *reply);
 
 #ifdef __cplusplus

@@ -15,4 +15,8 @@ int qv__rpc_tls_copy(qv_rpc_tls *dst, const qv_rpc_tls *src);
 grpc_server_credentials *qv__rpc_server_creds(const qv_rpc_tls *tls);
 grpc_channel_credentials *qv__rpc_channel_creds(const qv_rpc_tls *tls);
 
+/* Sends gRPC core's own log lines through qv_log (once per process), so --log-format json and
+ * --log-level hold for them too. */
+void qv__rpc_route_grpc_logs(void);
+
 #endif

@@ -76,7 +76,8 @@ struct srv_call {
     char *peer;
     uint8_t *resp;
     size_t resp_len;
-    bool resp_refused; /* qv_rpc_ctx_response was asked for more than the message limit */
+    bool resp_refused;    /* qv_rpc_ctx_response was asked for more than the message limit */
+    size_t payload_bytes; /* counted in srv->queued_bytes until the handler is done */
     int code;
     char msg[QV_STATUS_MSG_MAX];
     grpc_byte_buffer *send_buf;
@@ -95,6 +96,8 @@ struct qv_rpc_server {
     unsigned workers;
     size_t max_message;
     size_t max_queued;
+    size_t max_queued_bytes;
+    atomic_size_t queued_bytes; /* request bytes of calls queued or being handled */
     qv_rpc_tls tls;
     bool has_tls;
 
@@ -211,6 +214,7 @@ static void run_handler(void *arg)
     size_t req_len = 0;
     grpc_slice flat = grpc_empty_slice();
 
+    bool unreadable = false;
     if (c->payload != NULL) {
         grpc_byte_buffer_reader reader;
         if (grpc_byte_buffer_reader_init(&reader, c->payload)) {
@@ -218,10 +222,15 @@ static void run_handler(void *arg)
             grpc_byte_buffer_reader_destroy(&reader);
             req = GRPC_SLICE_START_PTR(flat);
             req_len = GRPC_SLICE_LENGTH(flat);
+        } else {
+            unreadable = true; /* e.g. a compression gRPC could not undo */
         }
     }
 
-    if (qv_rpc_ctx_cancelled(&c->ctx)) {
+    if (unreadable) {
+        c->code = QV_EINTERNAL;
+        snprintf(c->msg, sizeof(c->msg), "cannot read the request message");
+    } else if (qv_rpc_ctx_cancelled(&c->ctx)) {
         c->code = QV_ECANCELLED;
         snprintf(c->msg, sizeof(c->msg), "call cancelled before a worker took it");
     } else if (c->payload == NULL) {
@@ -248,6 +257,8 @@ static void run_handler(void *arg)
         }
     }
     grpc_slice_unref(flat);
+    atomic_fetch_sub(&c->srv->queued_bytes, c->payload_bytes);
+    c->payload_bytes = 0;
     send_reply(c);
 }
 
@@ -275,12 +286,20 @@ static void on_new_registered(srv_call *c, bool ok)
     if (grpc_call_start_batch(c->call, &op, 1, &c->t_close, NULL) != GRPC_CALL_OK)
         call_unref(c);
 
+    /* Bound what waiting calls hold in memory, by count and by request bytes. */
+    size_t bytes = c->payload ? grpc_byte_buffer_length(c->payload) : 0;
+    size_t held = atomic_fetch_add(&srv->queued_bytes, bytes) + bytes;
+    c->payload_bytes = bytes;
     size_t queued = qv_pool_queued(srv->pool);
-    int rc = queued >= srv->max_queued ? QV_ERESOURCE : qv_pool_submit(srv->pool, run_handler, c);
+    int rc = queued >= srv->max_queued || (held > srv->max_queued_bytes && held != bytes)
+                 ? QV_ERESOURCE
+                 : qv_pool_submit(srv->pool, run_handler, c);
     if (rc != 0) {
+        atomic_fetch_sub(&srv->queued_bytes, bytes);
+        c->payload_bytes = 0;
         c->code = rc == QV_ERESOURCE ? QV_ERESOURCE : QV_EUNAVAIL;
         snprintf(c->msg, sizeof(c->msg), "%s",
-                 rc == QV_ERESOURCE ? "server overloaded: too many queued calls"
+                 rc == QV_ERESOURCE ? "server overloaded: too many queued calls or bytes"
                                     : "server shutting down");
         send_reply(c);
     }
@@ -398,6 +417,15 @@ int qv_rpc_server_create(const qv_rpc_server_opts *opts, qv_rpc_server **out, qv
         *err = qv_status_make(QV_EINVAL, "TLS server needs a certificate and a private key");
         return QV_EINVAL;
     }
+    if (opts->tls != NULL && opts->tls->require_client_cert && opts->tls->ca_pem == NULL) {
+        *err = qv_status_make(QV_EINVAL, "requiring client certificates needs a CA to verify "
+                                         "them against");
+        return QV_EINVAL;
+    }
+    if (opts->workers > 4096) {
+        *err = qv_status_make(QV_EINVAL, "%u workers is more than 4096", opts->workers);
+        return QV_EINVAL;
+    }
     qv_rpc_server *srv = calloc(1, sizeof(*srv));
     if (srv == NULL)
         goto fail_alloc;
@@ -416,8 +444,14 @@ int qv_rpc_server_create(const qv_rpc_server_opts *opts, qv_rpc_server **out, qv
     if (srv->max_message > INT32_MAX)
         srv->max_message = INT32_MAX;
     srv->max_queued = opts->max_queued_calls ? opts->max_queued_calls : 65536;
+    srv->max_queued_bytes = opts->max_queued_bytes ? opts->max_queued_bytes : (size_t)1 << 30;
+    atomic_init(&srv->queued_bytes, 0);
     pthread_mutex_init(&srv->mu, NULL);
-    pthread_cond_init(&srv->cv, NULL);
+    pthread_condattr_t cattr;
+    pthread_condattr_init(&cattr);
+    pthread_condattr_setclock(&cattr, CLOCK_MONOTONIC);
+    pthread_cond_init(&srv->cv, &cattr);
+    pthread_condattr_destroy(&cattr);
     atomic_init(&srv->active, 0);
     atomic_init(&srv->started, false);
     atomic_init(&srv->stopping, false);
@@ -425,6 +459,7 @@ int qv_rpc_server_create(const qv_rpc_server_opts *opts, qv_rpc_server **out, qv
     srv->t_shutdown.kind = TAG_SHUTDOWN;
     srv->t_shutdown.owner = srv;
 
+    qv__rpc_route_grpc_logs();
     grpc_init();
     srv->grpc_inited = true;
     grpc_arg args[3];
@@ -513,9 +548,11 @@ int qv_rpc_server_start(qv_rpc_server *srv, qv_status *err)
     srv->port = grpc_server_add_http2_port(srv->server, srv->addr, srv->creds);
     if (srv->port <= 0) {
         srv->port = 0;
-        *err = qv_status_make(QV_EUNAVAIL,
-                              "cannot listen on %s (address in use, or not a local address?)",
-                              srv->addr);
+        *err =
+            qv_status_make(QV_EUNAVAIL,
+                           "cannot listen on %s (address in use, not a local "
+                           "address%s?)",
+                           srv->addr, srv->has_tls ? ", or an unusable TLS certificate/key" : "");
         return QV_EUNAVAIL;
     }
     if (qv_pool_create("rpc-worker", srv->workers, 0, &srv->pool) != 0) {
@@ -553,8 +590,10 @@ size_t qv_rpc_server_inflight(qv_rpc_server *srv)
 
 static bool wait_shutdown_tag(qv_rpc_server *srv, uint64_t timeout_ms)
 {
+    if (timeout_ms > 365ull * 24 * 3600 * 1000)
+        timeout_ms = UINT64_MAX; /* a year or more: wait as long as it takes */
     struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
+    clock_gettime(CLOCK_MONOTONIC, &until);
     until.tv_sec += (time_t)(timeout_ms / 1000);
     until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
     if (until.tv_nsec >= 1000000000L) {
