@@ -10,6 +10,7 @@ static void usage(FILE *out)
     fprintf(out, "usage: quiver-bench <benchmark> [options]\n"
                  "\n"
                  "benchmarks:\n"
+                 "  ann    ANN indexes: recall@k, QPS, latency, build time and memory per vector\n"
                  "  rpc    unary gRPC echo over loopback: QPS and latency at several in-flight "
                  "depths\n"
                  "\n"
@@ -28,6 +29,8 @@ int main(int argc, char **argv)
         printf("quiver-bench %s\n", QV_VERSION_STRING);
         return 0;
     }
+    if (strcmp(argv[1], "ann") == 0)
+        return qv_bench_ann(argc - 1, argv + 1);
     if (strcmp(argv[1], "rpc") == 0)
         return qv_bench_rpc(argc - 1, argv + 1);
     fprintf(stderr, "quiver-bench: unknown benchmark '%s'\n\n", argv[1]);

@@ -11,7 +11,8 @@ pkgs=(
   protobuf-compiler protobuf-compiler-grpc python3-grpcio python3-protobuf
   libsodium-dev librocksdb-dev liburing-dev libcriterion-dev libroaring-dev
   libopenblas-dev liblapacke-dev libmicrohttpd-dev libhdf5-dev
-  libssl-dev openssl python3 python3-numpy
+  libssl-dev openssl python3 python3-numpy zlib1g-dev
+  iproute2 iptables
   dataset-fashion-mnist
 )
 # Benchmark anchors (hnswlib headers, FAISS), only when asked.
