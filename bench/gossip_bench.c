@@ -12,13 +12,12 @@
 #include "common/common.h"
 #include "common/gossip/gossip.h"
 
+#include "bench/bench.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* Declared here until bench/bench.h lists it beside the other subcommands. */
-int qv_bench_gossip(int argc, char **argv);
 
 typedef struct dead_ev {
     uint32_t observer, subject;

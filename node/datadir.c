@@ -100,12 +100,14 @@ static int read_id(const char *dir, char *id_hex, bool *found, qv_status *err)
         return qv_from_errno(e);
     }
     char line[256];
-    bool got = fgets(line, sizeof(line), f) != NULL;
+    bool got = fgets(line, sizeof(line), f) != NULL && fgetc(f) == EOF; /* exactly one line */
     fclose(f);
     char magic[32], hex[64];
     int version;
     unsigned crc;
-    if (!got || sscanf(line, "%31s %d %63s %8x", magic, &version, hex, &crc) != 4 ||
+    /* %4d bounds the version (no overflow); the exact re-print below rejects trailing bytes,
+     * missing newlines and any other deviation from what write_id produced. */
+    if (!got || sscanf(line, "%31s %4d %63s %8x", magic, &version, hex, &crc) != 4 ||
         strcmp(magic, ID_MAGIC) != 0) {
         *err = qv_status_make(QV_ECORRUPT, "'%s' is not a Quiver node identity file", path);
         return QV_ECORRUPT;
@@ -124,6 +126,12 @@ static int read_id(const char *dir, char *id_hex, bool *found, qv_status *err)
                               "'%s' is corrupt (checksum mismatch); restore it from a backup or "
                               "move the data directory aside",
                               path);
+        return QV_ECORRUPT;
+    }
+    char expect[128];
+    snprintf(expect, sizeof(expect), "%s %d %s %08x\n", ID_MAGIC, ID_VERSION, hex, crc);
+    if (strcmp(line, expect) != 0) {
+        *err = qv_status_make(QV_ECORRUPT, "'%s' is corrupt (unexpected bytes in its line)", path);
         return QV_ECORRUPT;
     }
     memcpy(id_hex, hex, QV_NODE_ID_HEX + 1);

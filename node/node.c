@@ -1,9 +1,142 @@
-/* Node lifecycle: data directory, RPC server, services. */
+/* Node lifecycle: data directory, RPC server, services, gossip membership. */
 #define _GNU_SOURCE
 #include "node/node_internal.h"
 
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+void qv__node_public_grpc_addr(const qv_node *node, char *buf, size_t len)
+{
+    const char *colon = strrchr(node->grpc_addr, ':');
+    size_t hostlen = colon == NULL ? 0 : (size_t)(colon - node->grpc_addr);
+    char host[256] = "";
+    if (hostlen < sizeof(host)) {
+        memcpy(host, node->grpc_addr, hostlen);
+        host[hostlen] = '\0';
+    }
+    bool wildcard = host[0] == '\0' || strcmp(host, "0.0.0.0") == 0 || strcmp(host, "[::]") == 0;
+    if (wildcard && node->gossip != NULL) {
+        /* Others reach this process at its gossip address's host. */
+        snprintf(host, sizeof(host), "%s", node->gossip_addr);
+        char *c = strrchr(host, ':');
+        if (c != NULL)
+            *c = '\0';
+    }
+    snprintf(buf, len, "%s:%d", host, qv_rpc_server_port(node->rpc));
+}
+
+/* Resident set size from /proc/self/statm (0 when unavailable). */
+static uint64_t rss_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long long size = 0, rss = 0;
+    if (f == NULL)
+        return 0;
+    int got = fscanf(f, "%llu %llu", &size, &rss);
+    fclose(f);
+    long page = sysconf(_SC_PAGESIZE);
+    return got == 2 && page > 0 ? (uint64_t)rss * (uint64_t)page : 0;
+}
+
+/* Publishes this node's gossip state record: role, gRPC address, version, load. */
+static int publish_record(qv_node *node)
+{
+    char grpc[300];
+    qv__node_public_grpc_addr(node, grpc, sizeof(grpc));
+    qv_gossip_record rec = {
+        .role = node->dev ? QV_GOSSIP_ROLE_DEV : QV_GOSSIP_ROLE_NODE,
+        .grpc_addr = grpc,
+        .version = QV_VERSION_STRING,
+        .load =
+            {
+                .memory_bytes = rss_bytes(),
+                .inflight_requests = (uint32_t)qv_rpc_server_inflight(node->rpc),
+            },
+    };
+    return qv_gossip_set_record(node->gossip, &rec);
+}
+
+static void *load_loop(void *arg)
+{
+    qv_node *node = arg;
+    pthread_mutex_lock(&node->load_mu);
+    while (!node->load_stop) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += QV_NODE_LOAD_MS / 1000;
+        while (!node->load_stop &&
+               pthread_cond_timedwait(&node->load_cond, &node->load_mu, &until) != ETIMEDOUT)
+            ;
+        if (node->load_stop)
+            break;
+        pthread_mutex_unlock(&node->load_mu);
+        publish_record(node);
+        pthread_mutex_lock(&node->load_mu);
+    }
+    pthread_mutex_unlock(&node->load_mu);
+    return NULL;
+}
+
+static int gossip_start(qv_node *node, const qv_node_opts *opts, qv_status *err)
+{
+    qv_gossip_config cfg = {0};
+    if (opts->gossip_tunables != NULL)
+        cfg = *opts->gossip_tunables;
+    cfg.name = opts->node_name != NULL ? opts->node_name : node->dir.node_id;
+    cfg.bind_addr = opts->gossip_addr;
+    cfg.advertise_addr = opts->gossip_advertise;
+    cfg.bind_fallback = opts->gossip_bind_fallback;
+    cfg.keys = opts->keys;
+    cfg.nkeys = opts->nkeys;
+    int rc = qv_gossip_start(&cfg, &node->gossip, err);
+    if (rc != 0)
+        return rc;
+    qv_gossip_addr a = qv_gossip_local_addr(node->gossip);
+    qv_gossip_addr_format(&a, node->gossip_addr, sizeof(node->gossip_addr));
+    rc = publish_record(node);
+    if (rc == 0 && opts->nseeds > 0)
+        rc = qv_gossip_join(node->gossip, opts->seeds, opts->nseeds, err);
+    if (rc == 0) {
+        pthread_mutex_init(&node->load_mu, NULL);
+        pthread_cond_init(&node->load_cond, NULL);
+        if (pthread_create(&node->load_thread, NULL, load_loop, node) == 0) {
+            node->load_started = true;
+        } else {
+            pthread_mutex_destroy(&node->load_mu);
+            pthread_cond_destroy(&node->load_cond);
+        }
+    }
+    if (rc != 0) {
+        if (err->msg[0] == '\0')
+            *err = qv_status_make(rc, "cannot publish this node's gossip record");
+        qv_gossip_stop(node->gossip, 0);
+        node->gossip = NULL;
+    }
+    return rc;
+}
+
+static void gossip_stop(qv_node *node)
+{
+    if (node->load_started) {
+        pthread_mutex_lock(&node->load_mu);
+        node->load_stop = true;
+        pthread_cond_signal(&node->load_cond);
+        pthread_mutex_unlock(&node->load_mu);
+        pthread_join(node->load_thread, NULL);
+        pthread_mutex_destroy(&node->load_mu);
+        pthread_cond_destroy(&node->load_cond);
+        node->load_started = false;
+    }
+    if (node->gossip != NULL) {
+        /* A graceful leave: the others mark us LEFT at once instead of suspecting us. */
+        qv_gossip_stop(node->gossip, 2000);
+        node->gossip = NULL;
+    }
+}
 
 int qv_node_start(const qv_node_opts *opts, qv_node **out, qv_status *err)
 {
@@ -52,10 +185,18 @@ int qv_node_start(const qv_node_opts *opts, qv_node **out, qv_status *err)
     rc = qv_rpc_server_start(node->rpc, err);
     if (rc != 0)
         goto fail_start;
+    snprintf(node->gossip_addr, sizeof(node->gossip_addr), "off");
+    if (opts->gossip_addr != NULL) {
+        rc = gossip_start(node, opts, err);
+        if (rc != 0)
+            goto fail_start;
+    }
     atomic_store(&node->serving, true);
-    qv_log_info("node", "quiver-node %s%s id %s data %s grpc %s (port %d)", QV_VERSION_STRING,
-                node->dev ? " (dev mode)" : "", node->dir.node_id, node->dir.path, node->grpc_addr,
-                qv_rpc_server_port(node->rpc));
+    qv_log_info("node", "quiver-node %s%s id %s data %s grpc %s (port %d) gossip %s%s%s",
+                QV_VERSION_STRING, node->dev ? " (dev mode)" : "", node->dir.node_id,
+                node->dir.path, node->grpc_addr, qv_rpc_server_port(node->rpc), node->gossip_addr,
+                node->gossip != NULL ? " as " : "",
+                node->gossip != NULL ? qv_gossip_name(node->gossip) : "");
     *out = node;
     return 0;
 
@@ -80,11 +221,24 @@ int qv_node_grpc_port(const qv_node *node)
     return qv_rpc_server_port(node->rpc);
 }
 
+const char *qv_node_gossip_addr(const qv_node *node)
+{
+    return node->gossip_addr;
+}
+
+int qv_node_set_cluster_keys(qv_node *node, const qv_gossip_key *keys, size_t nkeys)
+{
+    if (node->gossip == NULL)
+        return QV_EPRECONDITION;
+    return qv_gossip_set_keys(node->gossip, keys, nkeys);
+}
+
 void qv_node_stop(qv_node *node, uint64_t grace_ms)
 {
     if (node == NULL)
         return;
     atomic_store(&node->serving, false);
+    gossip_stop(node);
     qv_rpc_server_shutdown(node->rpc, grace_ms);
     qv_rpc_server_destroy(node->rpc);
     qv__datadir_close(&node->dir);

@@ -2,14 +2,15 @@
  * node/node.h - the shard node: one quiver-node process.
  *
  * Today a node owns its data directory (locked against a second process, holding the node's
- * checksummed identity) and serves, over gRPC, grpc.health.v1.Health/Check and
- * quiver.v1.Cluster/Status. Storage, collections and replication arrive in later modules and
- * hang off the same qv_node.
+ * checksummed identity), joins the cluster through gossip (common/gossip) and serves, over gRPC,
+ * grpc.health.v1.Health/Check and quiver.v1.Cluster/Status and /Members. Storage, collections
+ * and replication arrive in later modules and hang off the same qv_node.
  */
 #ifndef QV_NODE_H
 #define QV_NODE_H
 
 #include "common/common.h"
+#include "common/gossip/gossip.h"
 #include "common/rpc/rpc.h"
 
 #ifdef __cplusplus
@@ -25,6 +26,22 @@ typedef struct qv_node_opts {
     unsigned rpc_workers;     /* 0: number of CPUs */
     size_t max_message_bytes; /* 0: QV_RPC_DEFAULT_MAX_MESSAGE */
     const qv_rpc_tls *tls;    /* NULL: plaintext */
+
+    /* Gossip (SWIM, UDP + TCP on one port). gossip_addr NULL: no gossip, the node knows only
+     * itself. gossip_advertise NULL: gossip_addr. gossip_bind_fallback: take a free port when
+     * gossip_addr's is in use (dev mode). seeds: "HOST:PORT" of members to join through.
+     * node_name NULL: the node id. keys[0..nkeys): the cluster keyring, keys[0] primary.
+     * gossip_tunables: its timing and size fields are used (zero fields take the defaults);
+     * NULL: all defaults. Everything is copied. */
+    const char *gossip_addr;
+    const char *gossip_advertise;
+    bool gossip_bind_fallback;
+    const char *const *seeds;
+    size_t nseeds;
+    const char *node_name;
+    const qv_gossip_key *keys;
+    size_t nkeys;
+    const qv_gossip_config *gossip_tunables;
 } qv_node_opts;
 
 /* Opens the data directory and starts serving. Errors (with a message in *err): QV_EINVAL for bad
@@ -40,8 +57,16 @@ const char *qv_node_id(const qv_node *node);
 /* The bound gRPC port. */
 int qv_node_grpc_port(const qv_node *node);
 
-/* Marks the node NOT_SERVING, drains calls in flight for up to grace_ms, releases the data
- * directory and frees the node. NULL is ignored. */
+/* The advertised gossip address ("127.0.0.1:7946"), or "off". Valid until qv_node_stop. */
+const char *qv_node_gossip_addr(const qv_node *node);
+
+/* Replaces the gossip keyring (key rotation; see docs/gossip.md). Returns 0, QV_EINVAL, or
+ * QV_EPRECONDITION when gossip is off. Thread-safe. */
+int qv_node_set_cluster_keys(qv_node *node, const qv_gossip_key *keys, size_t nkeys);
+
+/* Leaves the gossip cluster gracefully (others see LEFT, not DEAD), marks the node NOT_SERVING,
+ * drains calls in flight for up to grace_ms, releases the data directory and frees the node.
+ * NULL is ignored. */
 void qv_node_stop(qv_node *node, uint64_t grace_ms);
 
 #ifdef __cplusplus

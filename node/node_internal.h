@@ -4,6 +4,7 @@
 
 #include "node/node.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 
 /* Node identity: 16 random bytes shown as 32 lower-case hex digits. */
@@ -23,7 +24,22 @@ struct qv_node {
     uint64_t started_mono_ms;
     uint64_t started_wall_ms;
     atomic_bool serving;
+    /* gossip: NULL when off */
+    qv_gossip *gossip;
+    char gossip_addr[QV_GOSSIP_ADDR_STRLEN];
+    /* the load publisher: refreshes the gossip record every QV_NODE_LOAD_MS */
+    pthread_t load_thread;
+    bool load_started;
+    pthread_mutex_t load_mu;
+    pthread_cond_t load_cond;
+    bool load_stop;
 };
+
+#define QV_NODE_LOAD_MS 10000
+
+/* The gRPC address other processes should dial: the bound port replaces a port 0, and the
+ * gossip host replaces a wildcard host. */
+void qv__node_public_grpc_addr(const qv_node *node, char *buf, size_t len);
 
 /* Creates the directory if needed, takes an exclusive lock on <dir>/LOCK (QV_EUNAVAIL if another
  * process holds it), and reads or creates <dir>/NODE_ID (QV_ECORRUPT when its checksum fails). */
