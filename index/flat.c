@@ -569,15 +569,6 @@ static int flat_save(qv_index *idx, qv__writer *w)
     return w->err;
 }
 
-/* qv_index_add refuses NaN and infinities; a snapshot must not bring them in either. */
-static bool all_finite(const float *v, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (!isfinite(v[i]))
-            return false;
-    return true;
-}
-
 #define LOAD_FAIL(code, ...)                                                                       \
     do {                                                                                           \
         *err = qv_status_make(code, __VA_ARGS__);                                                  \
@@ -651,7 +642,7 @@ static int flat_load(qv_index *idx, const qv__reader *r, qv_status *err)
                       (unsigned long long)f->ids[s]);
         (void)qv__idmap_put(&f->map, f->ids[s], (uint32_t)s);
         const float *v = f->vecs + s * f->stride;
-        if (!all_finite(v, dim))
+        if (!qv__all_finite(v, dim))
             LOAD_FAIL(QV_ECORRUPT, "flat index file: vector %zu has non-finite values", s);
         if (l2)
             f->norms[s] = idx->kern->ip_f32(v, v, dim);

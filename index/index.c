@@ -158,14 +158,6 @@ void qv_index_free(qv_index *idx)
     free(idx);
 }
 
-static bool all_finite(const float *v, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (!isfinite(v[i]))
-            return false;
-    return true;
-}
-
 /* A copy of the batch in which each id appears once (its last vector), normalised for COSINE.
  * Returns 0 and *ids_out, *vecs_out pointing either at the inputs (nothing to change) or at
  * malloc'd copies the caller frees when *owned is set. */
@@ -246,7 +238,7 @@ int qv_index_add(qv_index *idx, const uint64_t *ids, const float *vecs, size_t n
     }
     size_t dim = idx->params.dim;
     for (size_t i = 0; i < n; i++) {
-        if (!all_finite(vecs + i * dim, dim)) {
+        if (!qv__all_finite(vecs + i * dim, dim)) {
             *err = qv_status_make(QV_EINVAL, "vector %zu (id %llu) has a NaN or infinite value", i,
                                   (unsigned long long)ids[i]);
             return QV_EINVAL;
@@ -286,7 +278,7 @@ int qv_index_train(qv_index *idx, const float *vecs, size_t n, qv_status *err)
     if (idx->ops->train == NULL)
         return 0;
     size_t dim = idx->params.dim;
-    if (!all_finite(vecs, n * dim)) {
+    if (!qv__all_finite(vecs, n * dim)) {
         *err = qv_status_make(QV_EINVAL, "training vectors contain NaN or infinite values");
         return QV_EINVAL;
     }
@@ -381,7 +373,7 @@ static int check_query(const qv_index *idx, const float *q, size_t k, qv_status 
         *err = qv_status_make(QV_EINVAL, "k = %zu is outside 1..%u", k, QV_INDEX_MAX_K);
         return QV_EINVAL;
     }
-    if (!all_finite(q, idx->params.dim)) {
+    if (!qv__all_finite(q, idx->params.dim)) {
         *err = qv_status_make(QV_EINVAL, "query vector has a NaN or infinite value");
         return QV_EINVAL;
     }

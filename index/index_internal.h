@@ -136,6 +136,9 @@ static inline float qv__dist(const qv_index *idx, const float *a, const float *b
     return -idx->kern->ip_f32(a, b, dim);
 }
 
+/* True when none of the n floats is NaN or infinite (inputs and loaded snapshots both pass it). */
+bool qv__all_finite(const float *v, size_t n);
+
 /* Scales v (dim floats) to unit length in place; a zero vector stays zero. */
 void qv__normalize(float *v, size_t dim);
 

@@ -672,15 +672,6 @@ static int ivf_save(qv_index *idx, qv__writer *w)
     return w->err;
 }
 
-/* qv_index_add refuses NaN and infinities; a snapshot must not bring them in either. */
-static bool all_finite(const float *v, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (!isfinite(v[i]))
-            return false;
-    return true;
-}
-
 #define LOAD_FAIL(code, ...)                                                                       \
     do {                                                                                           \
         *err = qv_status_make(code, __VA_ARGS__);                                                  \
@@ -752,7 +743,7 @@ static int ivf_load(qv_index *idx, const qv__reader *r, qv_status *err)
         }
         f->nlist = (uint32_t)nlist;
         memcpy(f->centroids, cp, nlist * dim * sizeof(float));
-        if (!all_finite(f->centroids, nlist * dim))
+        if (!qv__all_finite(f->centroids, nlist * dim))
             LOAD_FAIL(QV_ECORRUPT, "IVF index file: centroids have non-finite values");
     }
     f->slot_cap = count < 16 ? 16 : count;
@@ -782,7 +773,7 @@ static int ivf_load(qv_index *idx, const qv__reader *r, qv_status *err)
             memcpy(dst, vecs + (off + q) * dim * sizeof(float), dim * sizeof(float));
             if (f->stride > dim)
                 memset(dst + dim, 0, (f->stride - dim) * sizeof(float));
-            if (!all_finite(dst, dim))
+            if (!qv__all_finite(dst, dim))
                 LOAD_FAIL(QV_ECORRUPT, "IVF index file: a vector of list %u has non-finite values",
                           c);
             uint64_t id = l->ids[q];

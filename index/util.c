@@ -60,6 +60,14 @@ void qv__topk_sort(qv__topk *t)
     qsort(t->h, t->n, sizeof(qv_hit), cmp_hit);
 }
 
+bool qv__all_finite(const float *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(v[i]))
+            return false;
+    return true;
+}
+
 void qv__normalize(float *v, size_t dim)
 {
     double s = 0;
