@@ -25,7 +25,7 @@
  * no padding). Loaded files are checked for lengths and duplicate ids. With QV_LOAD_MMAP and no
  * stride padding the vectors are used in place (the index is read-only then).
  */
-#define _GNU_SOURCE /* pthread_rwlockattr_setkind_np */
+#define _GNU_SOURCE
 #include "index/index_internal.h"
 #include "index/kmeans.h" /* qv__blas_single_threaded */
 
@@ -63,18 +63,6 @@ typedef struct flat {
 
 /* ---- storage --------------------------------------------------------------------------------- */
 
-static size_t flat_stride(size_t dim)
-{
-    return dim >= 128 ? (dim + 15) & ~(size_t)15 : dim;
-}
-
-static float *alloc_vecs(size_t slots, size_t stride)
-{
-    size_t bytes = slots * stride * sizeof(float);
-    bytes = (bytes + 63) & ~(size_t)63;
-    return aligned_alloc(64, bytes == 0 ? 64 : bytes);
-}
-
 typedef struct flat_arrays {
     float *vecs, *norms;
     uint64_t *ids;
@@ -88,7 +76,7 @@ static int arrays_build(const flat *f, bool l2, size_t cap, flat_arrays *a)
     if (cap > (size_t)UINT32_MAX || cap > SIZE_MAX / sizeof(float) / f->stride)
         return QV_ERESOURCE;
     a->cap = cap;
-    a->vecs = alloc_vecs(cap, f->stride);
+    a->vecs = qv__alloc_rows(cap, f->stride);
     a->ids = malloc(cap * sizeof(uint64_t) + 1);
     a->norms = l2 ? malloc(cap * sizeof(float) + 1) : NULL;
     if (a->vecs == NULL || a->ids == NULL || (l2 && a->norms == NULL)) {
@@ -143,19 +131,12 @@ static flat *flat_new(qv_index *idx)
     flat *f = calloc(1, sizeof(*f));
     if (f == NULL)
         return NULL;
-    pthread_rwlockattr_t attr;
-    pthread_rwlockattr_init(&attr);
-#if defined(__GLIBC__)
-    /* glibc's default lets a stream of searches starve a writer forever. */
-    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-#endif
-    int rc = pthread_rwlock_init(&f->lock, &attr);
-    pthread_rwlockattr_destroy(&attr);
+    int rc = qv__rwlock_init(&f->lock);
     if (rc != 0) {
         free(f);
         return NULL;
     }
-    f->stride = flat_stride(idx->params.dim);
+    f->stride = qv__row_stride(idx->params.dim);
     qv__idmap_init(&f->map);
     return f;
 }
@@ -622,7 +603,7 @@ static int flat_load(qv_index *idx, const qv__reader *r, qv_status *err)
         f->vecs_mapped = true;
         f->cap = count;
     } else {
-        f->vecs = alloc_vecs(f->cap, f->stride);
+        f->vecs = qv__alloc_rows(f->cap, f->stride);
         if (f->vecs == NULL)
             LOAD_FAIL(QV_ERESOURCE, "flat index: out of memory loading %zu vectors", count);
         const uint8_t *src = vp;

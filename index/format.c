@@ -1,6 +1,7 @@
 /* The index snapshot file: header, 64-byte aligned sections with CRC-32C, a section table.
  * Layout in index_internal.h. The reader verifies the header, the table and every section's
  * checksum before an index type sees a byte. */
+#define _GNU_SOURCE
 #include "index/index_internal.h"
 
 #include <errno.h>

@@ -975,12 +975,8 @@ static int hnsw_alloc(qv_index *idx, qv_status *err)
         }
         h->qscale = 1.0f;
     }
-    pthread_rwlockattr_t attr;
-    pthread_rwlockattr_init(&attr);
-    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-    pthread_rwlock_init(&h->grow, &attr);
-    pthread_rwlock_init(&h->map_mu, &attr);
-    pthread_rwlockattr_destroy(&attr);
+    qv__rwlock_init(&h->grow);
+    qv__rwlock_init(&h->map_mu);
     pthread_mutex_init(&h->entry_mu, NULL);
     pthread_mutex_init(&h->scratch_mu, NULL);
     pthread_mutex_init(&h->orphan_mu, NULL);

@@ -1,4 +1,5 @@
 /* uint64 id -> uint32 slot hash map: open addressing, linear probing, backward-shift deletion. */
+#define _GNU_SOURCE
 #include "index/index_internal.h"
 
 #include <stdlib.h>

@@ -136,6 +136,18 @@ static inline float qv__dist(const qv_index *idx, const float *a, const float *b
     return -idx->kern->ip_f32(a, b, dim);
 }
 
+/* A reader-writer lock that prefers writers (glibc's default lets a steady stream of searches
+ * starve a writer forever). Returns 0 or the pthread error. */
+int qv__rwlock_init(pthread_rwlock_t *lock);
+
+/* Floats between the starts of consecutive stored rows: dims of 128 and more are padded to a
+ * multiple of 16 so every row starts 64-byte aligned; smaller ones are packed. */
+size_t qv__row_stride(size_t dim);
+
+/* 64-byte aligned storage for `slots` rows of `stride` floats (never a zero-byte request);
+ * free() releases it. */
+float *qv__alloc_rows(size_t slots, size_t stride);
+
 /* True when none of the n floats is NaN or infinite (inputs and loaded snapshots both pass it). */
 bool qv__all_finite(const float *v, size_t n);
 

@@ -28,7 +28,7 @@
  * nlist x dim float32 centroids; 'IVFL' = nlist u32 list sizes; 'IVFI' = count u64 ids and
  * 'IVFV' = count x dim float32 vectors, both list by list.
  */
-#define _GNU_SOURCE /* pthread_rwlockattr_setkind_np */
+#define _GNU_SOURCE
 #include "index/kmeans.h"
 
 #include <math.h>
@@ -68,35 +68,17 @@ typedef struct ivf {
 
 /* ---- storage --------------------------------------------------------------------------------- */
 
-static size_t ivf_stride(size_t dim)
-{
-    return dim >= 128 ? (dim + 15) & ~(size_t)15 : dim;
-}
-
-static float *alloc_vecs(size_t slots, size_t stride)
-{
-    size_t bytes = slots * stride * sizeof(float);
-    bytes = (bytes + 63) & ~(size_t)63;
-    return aligned_alloc(64, bytes == 0 ? 64 : bytes);
-}
-
 static ivf *ivf_new(const qv_index *idx)
 {
     ivf *f = calloc(1, sizeof(*f));
     if (f == NULL)
         return NULL;
-    pthread_rwlockattr_t attr;
-    pthread_rwlockattr_init(&attr);
-#if defined(__GLIBC__)
-    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-#endif
-    int rc = pthread_rwlock_init(&f->lock, &attr);
-    pthread_rwlockattr_destroy(&attr);
+    int rc = qv__rwlock_init(&f->lock);
     if (rc != 0) {
         free(f);
         return NULL;
     }
-    f->stride = ivf_stride(idx->params.dim);
+    f->stride = qv__row_stride(idx->params.dim);
     qv__idmap_init(&f->map);
     return f;
 }
@@ -352,7 +334,7 @@ static int ivf_add(qv_index *idx, const uint64_t *ids, const float *vecs, size_t
         g->list = c;
         g->cap = (uint32_t)cap;
         g->ids = malloc(cap * sizeof(uint64_t));
-        g->vecs = alloc_vecs(cap, f->stride);
+        g->vecs = qv__alloc_rows(cap, f->stride);
         if (g->ids == NULL || g->vecs == NULL)
             goto fail_oom;
         if (l->n > 0) {
@@ -763,7 +745,7 @@ static int ivf_load(qv_index *idx, const qv__reader *r, qv_status *err)
         if (n == 0)
             continue;
         l->ids = malloc(n * sizeof(uint64_t));
-        l->vecs = alloc_vecs(n, f->stride);
+        l->vecs = qv__alloc_rows(n, f->stride);
         if (l->ids == NULL || l->vecs == NULL)
             LOAD_FAIL(QV_ERESOURCE, "IVF index: out of memory loading list %u", c);
         l->cap = n;

@@ -7,6 +7,7 @@
  * The update step groups points by cluster (counting sort) and sums each cluster in double, in
  * point order: deterministic, and no k x dim double table.
  */
+#define _GNU_SOURCE /* POSIX types (pthread_rwlock_t) in index_internal.h */
 #include "index/kmeans.h"
 
 #include <cblas.h>

@@ -60,6 +60,28 @@ void qv__topk_sort(qv__topk *t)
     qsort(t->h, t->n, sizeof(qv_hit), cmp_hit);
 }
 
+int qv__rwlock_init(pthread_rwlock_t *lock)
+{
+    pthread_rwlockattr_t attr;
+    pthread_rwlockattr_init(&attr);
+    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    int rc = pthread_rwlock_init(lock, &attr);
+    pthread_rwlockattr_destroy(&attr);
+    return rc;
+}
+
+size_t qv__row_stride(size_t dim)
+{
+    return dim >= 128 ? (dim + 15) & ~(size_t)15 : dim;
+}
+
+float *qv__alloc_rows(size_t slots, size_t stride)
+{
+    size_t bytes = slots * stride * sizeof(float);
+    bytes = (bytes + 63) & ~(size_t)63;
+    return aligned_alloc(64, bytes == 0 ? 64 : bytes);
+}
+
 bool qv__all_finite(const float *v, size_t n)
 {
     for (size_t i = 0; i < n; i++)

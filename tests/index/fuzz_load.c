@@ -13,6 +13,7 @@
  * The same entry point drives tests/index/replay_corpus.c, which replays the checked-in corpus in
  * the normal (gcc, sanitizer) test build without libFuzzer.
  */
+#define _GNU_SOURCE /* POSIX types (pthread_rwlock_t) in index_internal.h */
 #include "index/index_internal.h"
 
 #include <stdint.h>

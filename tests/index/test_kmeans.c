@@ -2,6 +2,7 @@
  * tests/index/test_kmeans.c - k-means (index/kmeans.h): cluster recovery, determinism,
  * k-means++ against random seeding, assignment against brute force, degenerate inputs.
  */
+#define _GNU_SOURCE /* POSIX types (pthread_rwlock_t) in index_internal.h */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdint.h>
