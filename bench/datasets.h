@@ -1,12 +1,13 @@
 /*
  * bench/datasets.h - loaders and writers for the vector file formats benchmarks use.
  *
- * Private to bench/ for now (quiverctl's import will reuse it). Formats:
+ * Whole files in memory, for benchmarks; the formats are parsed by cli/import.h's qv_dense layer,
+ * which quiverctl's streaming import shares. Formats:
  *   .fvecs  rows of [int32 dim][dim x float32], little-endian (the TEXMEX / ann format)
  *   .bvecs  rows of [int32 dim][dim x uint8], widened to float
  *   .ivecs  rows of [int32 dim][dim x int32]: ground-truth neighbour ids
- *   .npy    a 2-D C-order array, format version 1, 2 or 3; float32, float64 or uint8 for vectors
- *           (float64 is narrowed to float32), int32 or int64 for ids; either byte order
+ *   .npy    a 2-D C-order array, format version 1, 2 or 3; float32, float64, uint8 or int8 for
+ *           vectors (float64 is narrowed to float32), int32 or int64 for ids; either byte order
  *   IDX     the MNIST / Fashion-MNIST format (big-endian header, unsigned bytes), gzip-compressed
  *           or not (zlib reads both)
  *

@@ -1,19 +1,21 @@
 /*
- * quiverctl - the operator's command line, over the C SDK (sdk/c/quiver.h).
+ * quiverctl - the operator's command line, over the C SDK (sdk/c/quiver.h). The files of the tool
+ * and how a command is declared are described in ctl.h.
  *
- * The command line is `quiverctl [global options] COMMAND [options] [ARGS]`. main() splits argv at
- * the command (split_argv), parses the part before it with the global option table and the part
- * after it with a table of the same options without defaults, so a flag given after the command
- * (`quiverctl members --json`) overrides one given before it and nothing else does. Both parses go
- * through qv_config (common/common.h) for strict validation; --help is answered here, because the
- * tool's help lists the commands and qv_config only knows options.
+ * The command line is `quiverctl [global options] COMMAND [SUBCOMMAND] [options] [ARGS]`. main()
+ * splits argv at the command (split_argv), parses the part before it with the global option table
+ * and the part after it with a table of the same options without defaults followed by the
+ * command's own options, so a flag given after the command (`quiverctl members --json`) overrides
+ * one given before it and nothing else does. Both parses go through qv_config (common/common.h)
+ * for strict validation; --help is answered here, because the tool's help lists the commands and
+ * qv_config only knows options. `collections` is a group: its subcommand is the next argument.
  *
- * Each command connects, makes its calls, and prints either an aligned table (struct table) or
- * one JSON document (json_*). Exit codes: 0 success, 1 operation failed (unreachable, an error
- * status, not SERVING), 2 bad usage.
+ * Each command connects, makes its calls, and prints either an aligned table (ctl_table) or one
+ * JSON document (ctl_json_*). Exit codes: 0 success, 1 operation failed (unreachable, an error
+ * status, not SERVING, a bad input file), 2 bad usage.
  */
 #define _POSIX_C_SOURCE 200809L
-#include "sdk/c/quiver.h"
+#include "cli/ctl.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -22,362 +24,81 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
 
 #define DEFAULT_ADDR "127.0.0.1:7070"
-
-/* Values of the global options, shared by both parses. */
-typedef struct globals {
-    char *addr;
-    uint64_t timeout_ms;
-    bool json;
-    bool tls;
-    char *tls_ca;
-    char *tls_cert;
-    char *tls_key;
-    char *tls_server_name;
-} globals;
-
-typedef int (*command_fn)(qv_client *c, const globals *g, int npos, char **pos);
-
-typedef struct command {
-    const char *name;
-    const char *args;  /* synopsis of the positional arguments, "" for none */
-    int max_args;      /* positional arguments accepted */
-    const char *brief; /* one line for the command list */
-    const char *help;  /* preformatted paragraphs for `quiverctl COMMAND --help` */
-    command_fn run;
-} command;
-
-/* ---- output helpers ----------------------------------------------------------------------------
- */
-
-/* Length of the valid UTF-8 sequence at p, or 0 when it is not one (RFC 3629: no overlongs, no
- * surrogates, nothing past U+10FFFF). */
-static size_t utf8_len(const unsigned char *p)
-{
-    unsigned c = p[0];
-    size_t n;
-    unsigned lo = 0x80, hi = 0xBF; /* allowed range of the second byte */
-    if (c >= 0xC2 && c <= 0xDF) {
-        n = 2;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        n = 3;
-        if (c == 0xE0)
-            lo = 0xA0;
-        if (c == 0xED)
-            hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        n = 4;
-        if (c == 0xF0)
-            lo = 0x90;
-        if (c == 0xF4)
-            hi = 0x8F;
-    } else {
-        return 0;
-    }
-    if (p[1] < lo || p[1] > hi)
-        return 0;
-    for (size_t i = 2; i < n; i++)
-        if (p[i] < 0x80 || p[i] > 0xBF)
-            return 0;
-    return n;
-}
-
-/* Writes s as a JSON string: quotes, backslashes and control characters escaped, invalid UTF-8
- * replaced by U+FFFD so the document always parses. */
-static void json_str(FILE *out, const char *s)
-{
-    const unsigned char *p = (const unsigned char *)(s != NULL ? s : "");
-    fputc('"', out);
-    while (*p != '\0') {
-        unsigned c = *p;
-        if (c == '"' || c == '\\') {
-            fputc('\\', out);
-            fputc((int)c, out);
-            p++;
-        } else if (c < 0x20 || c == 0x7f) {
-            switch (c) {
-            case '\n':
-                fputs("\\n", out);
-                break;
-            case '\r':
-                fputs("\\r", out);
-                break;
-            case '\t':
-                fputs("\\t", out);
-                break;
-            case '\b':
-                fputs("\\b", out);
-                break;
-            case '\f':
-                fputs("\\f", out);
-                break;
-            default:
-                fprintf(out, "\\u%04x", c);
-            }
-            p++;
-        } else if (c < 0x80) {
-            fputc((int)c, out);
-            p++;
-        } else {
-            size_t n = utf8_len(p);
-            if (n == 0) {
-                fputs("\\ufffd", out);
-                p++;
-            } else {
-                fwrite(p, 1, n, out);
-                p += n;
-            }
-        }
-    }
-    fputc('"', out);
-}
-
-/* `"key":"value"` with a leading comma unless first. */
-static void json_kv_str(FILE *out, bool *first, const char *key, const char *value)
-{
-    fprintf(out, "%s\"%s\":", *first ? "" : ",", key);
-    json_str(out, value);
-    *first = false;
-}
-
-static void json_kv_u64(FILE *out, bool *first, const char *key, uint64_t value)
-{
-    fprintf(out, "%s\"%s\":%" PRIu64, *first ? "" : ",", key, value);
-    *first = false;
-}
-
-static void json_kv_bool(FILE *out, bool *first, const char *key, bool value)
-{
-    fprintf(out, "%s\"%s\":%s", *first ? "" : ",", key, value ? "true" : "false");
-    *first = false;
-}
-
-/* JSON has no NaN or infinity: those become null. */
-static void json_kv_float(FILE *out, bool *first, const char *key, double value)
-{
-    if (isfinite(value))
-        fprintf(out, "%s\"%s\":%.6g", *first ? "" : ",", key, value);
-    else
-        fprintf(out, "%s\"%s\":null", *first ? "" : ",", key);
-    *first = false;
-}
-
-/* An aligned text table: cells added row by row, printed with two spaces between columns. */
-typedef struct table {
-    size_t ncols;
-    size_t ncells;
-    size_t cap;
-    char **cells;
-    bool oom;
-} table;
-
-static void table_add(table *t, const char *fmt, ...) QV_PRINTF(2, 3);
-
-/* Adds the next cell (row-major). Non-printable bytes become '?' so a hostile string cannot
- * move the terminal's cursor; an empty cell shows as "-". */
-static void table_add(table *t, const char *fmt, ...)
-{
-    char buf[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof(buf), fmt, ap);
-    va_end(ap);
-    if (buf[0] == '\0')
-        snprintf(buf, sizeof(buf), "-");
-    for (char *p = buf; *p != '\0'; p++)
-        if ((unsigned char)*p < 0x20 || (unsigned char)*p == 0x7f)
-            *p = '?';
-    if (t->ncells == t->cap) {
-        size_t cap = t->cap ? t->cap * 2 : 64;
-        char **n = realloc(t->cells, cap * sizeof(*n));
-        if (n == NULL) {
-            t->oom = true;
-            return;
-        }
-        t->cells = n;
-        t->cap = cap;
-    }
-    char *copy = strdup(buf);
-    if (copy == NULL) {
-        t->oom = true;
-        return;
-    }
-    t->cells[t->ncells++] = copy;
-}
-
-/* Prints the table; returns false when a cell could not be stored (nothing printed). */
-static bool table_print(const table *t, FILE *out)
-{
-    size_t width[32] = {0};
-    size_t ncols = t->ncols;
-    if (t->oom || ncols == 0 || ncols > sizeof(width) / sizeof(width[0]) || t->ncells % ncols != 0)
-        return false;
-    for (size_t i = 0; i < t->ncells; i++) {
-        size_t len = strlen(t->cells[i]);
-        if (len > width[i % ncols])
-            width[i % ncols] = len;
-    }
-    for (size_t i = 0; i < t->ncells; i++) {
-        size_t col = i % ncols;
-        if (col + 1 == ncols)
-            fprintf(out, "%s\n", t->cells[i]);
-        else
-            fprintf(out, "%-*s  ", (int)width[col], t->cells[i]);
-    }
-    return true;
-}
-
-static void table_free(table *t)
-{
-    for (size_t i = 0; i < t->ncells; i++)
-        free(t->cells[i]);
-    free(t->cells);
-    memset(t, 0, sizeof(*t));
-}
-
-/* "850ms", "12.3s", "4m05s", "2h03m", "3d04h". */
-static const char *fmt_duration(uint64_t ms, char *buf, size_t cap)
-{
-    uint64_t s = ms / 1000;
-    if (ms < 1000)
-        snprintf(buf, cap, "%" PRIu64 "ms", ms);
-    else if (s < 60)
-        snprintf(buf, cap, "%.1fs", (double)ms / 1000.0);
-    else if (s < 3600)
-        snprintf(buf, cap, "%" PRIu64 "m%02" PRIu64 "s", s / 60, s % 60);
-    else if (s < 86400)
-        snprintf(buf, cap, "%" PRIu64 "h%02" PRIu64 "m", s / 3600, s % 3600 / 60);
-    else
-        snprintf(buf, cap, "%" PRIu64 "d%02" PRIu64 "h", s / 86400, s % 86400 / 3600);
-    return buf;
-}
-
-/* "512B", "1.5KiB", "35.2MiB", "1.2GiB", "3.0TiB". */
-static const char *fmt_bytes(uint64_t b, char *buf, size_t cap)
-{
-    static const char *const units[] = {"KiB", "MiB", "GiB", "TiB", "PiB"};
-    if (b < 1024) {
-        snprintf(buf, cap, "%" PRIu64 "B", b);
-        return buf;
-    }
-    double v = (double)b / 1024.0;
-    size_t u = 0;
-    while (v >= 1024.0 && u + 1 < sizeof(units) / sizeof(units[0])) {
-        v /= 1024.0;
-        u++;
-    }
-    snprintf(buf, cap, "%.1f%s", v, units[u]);
-    return buf;
-}
-
-/* "850us", "1.2ms", "1.50s". */
-static const char *fmt_micros(uint32_t us, char *buf, size_t cap)
-{
-    if (us < 1000)
-        snprintf(buf, cap, "%" PRIu32 "us", us);
-    else if (us < 1000000)
-        snprintf(buf, cap, "%.1fms", (double)us / 1000.0);
-    else
-        snprintf(buf, cap, "%.2fs", (double)us / 1e6);
-    return buf;
-}
-
-/* UTC ISO 8601, "-" for 0. */
-static const char *fmt_unix_ms(uint64_t ms, char *buf, size_t cap)
-{
-    if (ms == 0) {
-        snprintf(buf, cap, "-");
-        return buf;
-    }
-    time_t t = (time_t)(ms / 1000);
-    struct tm tm;
-    if (gmtime_r(&t, &tm) == NULL || strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
-        snprintf(buf, cap, "%" PRIu64, ms);
-    return buf;
-}
-
-static void print_failure(const qv_status *err)
-{
-    fprintf(stderr, "quiverctl: %s (%s)\n", err->msg[0] != '\0' ? err->msg : "failed",
-            qv_strerror(err->code));
-}
 
 /* ---- commands ----------------------------------------------------------------------------------
  */
 
-static int cmd_status(qv_client *c, const globals *g, int npos, char **pos)
+static int cmd_status(qv_client *c, const globals *g, const cmdopts *opts, int npos, char **pos)
 {
     qv_cluster_status st;
     qv_status err = qv_status_ok();
     if (qv_client_cluster_status(c, &st, &err) != 0) {
-        print_failure(&err);
+        ctl_print_failure(&err);
         return EXIT_FAIL;
     }
     if (g->json) {
         bool first = true;
         FILE *o = stdout;
         fputc('{', o);
-        json_kv_str(o, &first, "node_id", st.node_id);
-        json_kv_str(o, &first, "mode", qv_node_mode_name(st.mode));
-        json_kv_str(o, &first, "version", st.version);
-        json_kv_str(o, &first, "grpc_address", st.grpc_address);
-        json_kv_str(o, &first, "gossip_address", st.gossip_address);
-        json_kv_u64(o, &first, "uptime_ms", st.uptime_ms);
-        json_kv_u64(o, &first, "started_at_unix_ms", st.started_at_unix_ms);
-        json_kv_u64(o, &first, "members_alive", st.members_alive);
-        json_kv_u64(o, &first, "members_total", st.members_total);
-        json_kv_u64(o, &first, "collections", st.collections);
-        json_kv_u64(o, &first, "shards_total", st.shards_total);
-        json_kv_u64(o, &first, "shards_leaderless", st.shards_leaderless);
-        json_kv_str(o, &first, "meta_leader_id", st.meta_leader_id);
-        json_kv_u64(o, &first, "meta_term", st.meta_term);
-        json_kv_str(o, &first, "data_dir", st.data_dir);
-        json_kv_bool(o, &first, "healthy", st.healthy);
-        json_kv_str(o, &first, "status_message", st.status_message);
+        ctl_json_kv_str(o, &first, "node_id", st.node_id);
+        ctl_json_kv_str(o, &first, "mode", qv_node_mode_name(st.mode));
+        ctl_json_kv_str(o, &first, "version", st.version);
+        ctl_json_kv_str(o, &first, "grpc_address", st.grpc_address);
+        ctl_json_kv_str(o, &first, "gossip_address", st.gossip_address);
+        ctl_json_kv_u64(o, &first, "uptime_ms", st.uptime_ms);
+        ctl_json_kv_u64(o, &first, "started_at_unix_ms", st.started_at_unix_ms);
+        ctl_json_kv_u64(o, &first, "members_alive", st.members_alive);
+        ctl_json_kv_u64(o, &first, "members_total", st.members_total);
+        ctl_json_kv_u64(o, &first, "collections", st.collections);
+        ctl_json_kv_u64(o, &first, "shards_total", st.shards_total);
+        ctl_json_kv_u64(o, &first, "shards_leaderless", st.shards_leaderless);
+        ctl_json_kv_str(o, &first, "meta_leader_id", st.meta_leader_id);
+        ctl_json_kv_u64(o, &first, "meta_term", st.meta_term);
+        ctl_json_kv_str(o, &first, "data_dir", st.data_dir);
+        ctl_json_kv_bool(o, &first, "healthy", st.healthy);
+        ctl_json_kv_str(o, &first, "status_message", st.status_message);
         fputs("}\n", o);
         qv_cluster_status_free(&st);
         return EXIT_OK;
     }
 
     char a[64], b[64];
-    table t = {.ncols = 2};
-    table_add(&t, "node id");
-    table_add(&t, "%s", st.node_id);
-    table_add(&t, "mode");
-    table_add(&t, "%s", qv_node_mode_name(st.mode));
-    table_add(&t, "version");
-    table_add(&t, "%s", st.version);
-    table_add(&t, "grpc address");
-    table_add(&t, "%s", st.grpc_address);
-    table_add(&t, "gossip address");
-    table_add(&t, "%s", st.gossip_address);
-    table_add(&t, "uptime");
-    table_add(&t, "%s (since %s)", fmt_duration(st.uptime_ms, a, sizeof(a)),
-              fmt_unix_ms(st.started_at_unix_ms, b, sizeof(b)));
-    table_add(&t, "members");
-    table_add(&t, "%" PRIu32 " alive / %" PRIu32 " total", st.members_alive, st.members_total);
-    table_add(&t, "collections");
-    table_add(&t, "%" PRIu32, st.collections);
-    table_add(&t, "shards");
-    table_add(&t, "%" PRIu32 " (%" PRIu32 " without a leader)", st.shards_total,
-              st.shards_leaderless);
-    table_add(&t, "meta leader");
-    table_add(&t, "%s (term %" PRIu64 ")", st.meta_leader_id[0] ? st.meta_leader_id : "unknown",
-              st.meta_term);
-    table_add(&t, "data dir");
-    table_add(&t, "%s", st.data_dir);
-    table_add(&t, "healthy");
-    table_add(&t, "%s", st.healthy ? "yes" : "no");
+    ctl_table t = {.ncols = 2};
+    ctl_table_add(&t, "node id");
+    ctl_table_add(&t, "%s", st.node_id);
+    ctl_table_add(&t, "mode");
+    ctl_table_add(&t, "%s", qv_node_mode_name(st.mode));
+    ctl_table_add(&t, "version");
+    ctl_table_add(&t, "%s", st.version);
+    ctl_table_add(&t, "grpc address");
+    ctl_table_add(&t, "%s", st.grpc_address);
+    ctl_table_add(&t, "gossip address");
+    ctl_table_add(&t, "%s", st.gossip_address);
+    ctl_table_add(&t, "uptime");
+    ctl_table_add(&t, "%s (since %s)", ctl_fmt_duration(st.uptime_ms, a, sizeof(a)),
+                  ctl_fmt_unix_ms(st.started_at_unix_ms, b, sizeof(b)));
+    ctl_table_add(&t, "members");
+    ctl_table_add(&t, "%" PRIu32 " alive / %" PRIu32 " total", st.members_alive, st.members_total);
+    ctl_table_add(&t, "collections");
+    ctl_table_add(&t, "%" PRIu32, st.collections);
+    ctl_table_add(&t, "shards");
+    ctl_table_add(&t, "%" PRIu32 " (%" PRIu32 " without a leader)", st.shards_total,
+                  st.shards_leaderless);
+    ctl_table_add(&t, "meta leader");
+    ctl_table_add(&t, "%s (term %" PRIu64 ")", st.meta_leader_id[0] ? st.meta_leader_id : "unknown",
+                  st.meta_term);
+    ctl_table_add(&t, "data dir");
+    ctl_table_add(&t, "%s", st.data_dir);
+    ctl_table_add(&t, "healthy");
+    ctl_table_add(&t, "%s", st.healthy ? "yes" : "no");
     if (st.status_message[0] != '\0') {
-        table_add(&t, "status message");
-        table_add(&t, "%s", st.status_message);
+        ctl_table_add(&t, "status message");
+        ctl_table_add(&t, "%s", st.status_message);
     }
-    bool ok = table_print(&t, stdout);
-    table_free(&t);
+    bool ok = ctl_table_print(&t, stdout);
+    ctl_table_free(&t);
     qv_cluster_status_free(&st);
     if (!ok) {
         fprintf(stderr, "quiverctl: out of memory\n");
@@ -390,29 +111,29 @@ static void member_json(FILE *o, const qv_member *m)
 {
     bool first = true;
     fputc('{', o);
-    json_kv_str(o, &first, "id", m->id);
-    json_kv_str(o, &first, "role", qv_node_mode_name(m->role));
-    json_kv_str(o, &first, "grpc_address", m->grpc_address);
-    json_kv_str(o, &first, "gossip_address", m->gossip_address);
-    json_kv_str(o, &first, "state", qv_member_state_name(m->state));
-    json_kv_u64(o, &first, "incarnation", m->incarnation);
-    json_kv_u64(o, &first, "last_update_age_ms", m->last_update_age_ms);
-    json_kv_str(o, &first, "version", m->version);
-    json_kv_bool(o, &first, "draining", m->draining);
-    json_kv_bool(o, &first, "is_self", m->is_self);
+    ctl_json_kv_str(o, &first, "id", m->id);
+    ctl_json_kv_str(o, &first, "role", qv_node_mode_name(m->role));
+    ctl_json_kv_str(o, &first, "grpc_address", m->grpc_address);
+    ctl_json_kv_str(o, &first, "gossip_address", m->gossip_address);
+    ctl_json_kv_str(o, &first, "state", qv_member_state_name(m->state));
+    ctl_json_kv_u64(o, &first, "incarnation", m->incarnation);
+    ctl_json_kv_u64(o, &first, "last_update_age_ms", m->last_update_age_ms);
+    ctl_json_kv_str(o, &first, "version", m->version);
+    ctl_json_kv_bool(o, &first, "draining", m->draining);
+    ctl_json_kv_bool(o, &first, "is_self", m->is_self);
     if (m->has_load) {
         const qv_member_load *l = &m->load;
         bool lf = true;
         fputs(",\"load\":{", o);
-        json_kv_float(o, &lf, "cpu", l->cpu);
-        json_kv_u64(o, &lf, "memory_bytes", l->memory_bytes);
-        json_kv_u64(o, &lf, "disk_used_bytes", l->disk_used_bytes);
-        json_kv_u64(o, &lf, "disk_free_bytes", l->disk_free_bytes);
-        json_kv_u64(o, &lf, "replicas", l->replicas);
-        json_kv_u64(o, &lf, "leaders", l->leaders);
-        json_kv_u64(o, &lf, "inflight_requests", l->inflight_requests);
-        json_kv_float(o, &lf, "search_qps", l->search_qps);
-        json_kv_u64(o, &lf, "search_p95_us", l->search_p95_us);
+        ctl_json_kv_float(o, &lf, "cpu", l->cpu);
+        ctl_json_kv_u64(o, &lf, "memory_bytes", l->memory_bytes);
+        ctl_json_kv_u64(o, &lf, "disk_used_bytes", l->disk_used_bytes);
+        ctl_json_kv_u64(o, &lf, "disk_free_bytes", l->disk_free_bytes);
+        ctl_json_kv_u64(o, &lf, "replicas", l->replicas);
+        ctl_json_kv_u64(o, &lf, "leaders", l->leaders);
+        ctl_json_kv_u64(o, &lf, "inflight_requests", l->inflight_requests);
+        ctl_json_kv_float(o, &lf, "search_qps", l->search_qps);
+        ctl_json_kv_u64(o, &lf, "search_p95_us", l->search_p95_us);
         fputc('}', o);
     } else {
         fputs(",\"load\":null", o);
@@ -420,13 +141,13 @@ static void member_json(FILE *o, const qv_member *m)
     fputc('}', o);
 }
 
-static int cmd_members(qv_client *c, const globals *g, int npos, char **pos)
+static int cmd_members(qv_client *c, const globals *g, const cmdopts *opts, int npos, char **pos)
 {
     qv_member *ms = NULL;
     size_t n = 0;
     qv_status err = qv_status_ok();
     if (qv_client_members(c, &ms, &n, &err) != 0) {
-        print_failure(&err);
+        ctl_print_failure(&err);
         return EXIT_FAIL;
     }
     if (g->json) {
@@ -435,7 +156,7 @@ static int cmd_members(qv_client *c, const globals *g, int npos, char **pos)
             if (ms[i].is_self)
                 self_id = ms[i].id;
         fputs("{\"self_id\":", stdout);
-        json_str(stdout, self_id);
+        ctl_json_str(stdout, self_id);
         fputs(",\"members\":[", stdout);
         for (size_t i = 0; i < n; i++) {
             if (i > 0)
@@ -452,38 +173,38 @@ static int cmd_members(qv_client *c, const globals *g, int npos, char **pos)
         "UPDATE-AGE", "VERSION", "CPU",          "MEMORY",         "DISK",  "REPLICAS",
         "LEADERS",    "QPS",     "P95",          "FLAGS",
     };
-    table t = {.ncols = sizeof(head) / sizeof(head[0])};
+    ctl_table t = {.ncols = sizeof(head) / sizeof(head[0])};
     for (size_t i = 0; i < t.ncols; i++)
-        table_add(&t, "%s", head[i]);
+        ctl_table_add(&t, "%s", head[i]);
     for (size_t i = 0; i < n; i++) {
         const qv_member *m = &ms[i];
         char a[64];
-        table_add(&t, "%s", m->id);
-        table_add(&t, "%s", qv_node_mode_name(m->role));
-        table_add(&t, "%s", m->grpc_address);
-        table_add(&t, "%s", m->gossip_address);
-        table_add(&t, "%s", qv_member_state_name(m->state));
-        table_add(&t, "%" PRIu64, m->incarnation);
-        table_add(&t, "%s", fmt_duration(m->last_update_age_ms, a, sizeof(a)));
-        table_add(&t, "%s", m->version);
+        ctl_table_add(&t, "%s", m->id);
+        ctl_table_add(&t, "%s", qv_node_mode_name(m->role));
+        ctl_table_add(&t, "%s", m->grpc_address);
+        ctl_table_add(&t, "%s", m->gossip_address);
+        ctl_table_add(&t, "%s", qv_member_state_name(m->state));
+        ctl_table_add(&t, "%" PRIu64, m->incarnation);
+        ctl_table_add(&t, "%s", ctl_fmt_duration(m->last_update_age_ms, a, sizeof(a)));
+        ctl_table_add(&t, "%s", m->version);
         if (m->has_load) {
             const qv_member_load *l = &m->load;
-            table_add(&t, "%.0f%%", isfinite(l->cpu) ? (double)l->cpu * 100.0 : 0.0);
-            table_add(&t, "%s", fmt_bytes(l->memory_bytes, a, sizeof(a)));
-            table_add(&t, "%s", fmt_bytes(l->disk_used_bytes, a, sizeof(a)));
-            table_add(&t, "%" PRIu32, l->replicas);
-            table_add(&t, "%" PRIu32, l->leaders);
-            table_add(&t, "%.1f", isfinite(l->search_qps) ? (double)l->search_qps : 0.0);
-            table_add(&t, "%s", fmt_micros(l->search_p95_us, a, sizeof(a)));
+            ctl_table_add(&t, "%.0f%%", isfinite(l->cpu) ? (double)l->cpu * 100.0 : 0.0);
+            ctl_table_add(&t, "%s", ctl_fmt_bytes(l->memory_bytes, a, sizeof(a)));
+            ctl_table_add(&t, "%s", ctl_fmt_bytes(l->disk_used_bytes, a, sizeof(a)));
+            ctl_table_add(&t, "%" PRIu32, l->replicas);
+            ctl_table_add(&t, "%" PRIu32, l->leaders);
+            ctl_table_add(&t, "%.1f", isfinite(l->search_qps) ? (double)l->search_qps : 0.0);
+            ctl_table_add(&t, "%s", ctl_fmt_micros(l->search_p95_us, a, sizeof(a)));
         } else {
             for (int k = 0; k < 7; k++)
-                table_add(&t, "-");
+                ctl_table_add(&t, "-");
         }
-        table_add(&t, "%s%s%s", m->is_self ? "self" : "", m->is_self && m->draining ? "," : "",
-                  m->draining ? "draining" : "");
+        ctl_table_add(&t, "%s%s%s", m->is_self ? "self" : "", m->is_self && m->draining ? "," : "",
+                      m->draining ? "draining" : "");
     }
-    bool ok = table_print(&t, stdout);
-    table_free(&t);
+    bool ok = ctl_table_print(&t, stdout);
+    ctl_table_free(&t);
     qv_members_free(ms, n);
     if (!ok) {
         fprintf(stderr, "quiverctl: out of memory\n");
@@ -492,67 +213,112 @@ static int cmd_members(qv_client *c, const globals *g, int npos, char **pos)
     return EXIT_OK;
 }
 
-static int cmd_health(qv_client *c, const globals *g, int npos, char **pos)
+static int cmd_health(qv_client *c, const globals *g, const cmdopts *opts, int npos, char **pos)
 {
     const char *service = npos > 0 ? pos[0] : "";
     int serving = 0;
     qv_status err = qv_status_ok();
     if (qv_client_health(c, service, &serving, &err) != 0) {
-        print_failure(&err);
+        ctl_print_failure(&err);
         return EXIT_FAIL;
     }
     const char *word = serving ? "SERVING" : "NOT_SERVING";
     if (g->json) {
         bool first = true;
         fputc('{', stdout);
-        json_kv_str(stdout, &first, "service", service);
-        json_kv_str(stdout, &first, "status", word);
-        json_kv_bool(stdout, &first, "serving", serving != 0);
+        ctl_json_kv_str(stdout, &first, "service", service);
+        ctl_json_kv_str(stdout, &first, "status", word);
+        ctl_json_kv_bool(stdout, &first, "serving", serving != 0);
         fputs("}\n", stdout);
     } else if (service[0] != '\0') {
         /* Names come from the command line, but keep the terminal safe all the same. */
-        table t = {.ncols = 2};
-        table_add(&t, "%s", service);
-        table_add(&t, "%s", word);
-        if (!table_print(&t, stdout))
+        ctl_table t = {.ncols = 2};
+        ctl_table_add(&t, "%s", service);
+        ctl_table_add(&t, "%s", word);
+        if (!ctl_table_print(&t, stdout))
             fprintf(stderr, "quiverctl: out of memory\n");
-        table_free(&t);
+        ctl_table_free(&t);
     } else {
         printf("%s\n", word);
     }
     return serving ? EXIT_OK : EXIT_FAIL;
 }
 
-static const command commands[] = {
-    {"status", "", 0, "this process's view: id, mode, addresses, uptime, health",
-     "Asks the process at --addr for its own view (quiver.v1.Cluster/Status), answered without\n"
-     "contacting other members: node id, mode (node, router, dev), version, gRPC and gossip\n"
-     "addresses, uptime and start time, members ALIVE / known (itself included), collections,\n"
-     "shards, metadata leader, data directory, and whether it is healthy (and why not).\n",
-     cmd_status},
-    {"members", "", 0, "gossip members: state, addresses, incarnation, age, load",
-     "Lists every cluster member the process at --addr knows through gossip\n"
-     "(quiver.v1.Cluster/Members), sorted by name, one row each: name, role, gRPC and gossip\n"
-     "addresses, state (ALIVE, SUSPECT, DEAD, LEFT), SWIM incarnation, age of the latest update\n"
-     "heard about it, version, load (CPU, memory, disk used, replicas, leaders, search QPS and\n"
-     "p95), and flags (self: the member that answered; draining). A crashed member shows SUSPECT,\n"
-     "then DEAD within the detection bound of docs/gossip.md (about 29 s for up to 9 members).\n",
-     cmd_members},
-    {"health", "[SERVICE]", 1, "health check; exit 0 when SERVING, 1 otherwise",
-     "Calls grpc.health.v1.Health/Check for SERVICE (default \"\": the process as a whole; or a\n"
-     "full service name such as quiver.v1.Cluster) and prints SERVING or NOT_SERVING.\n"
-     "Exit code 0 when SERVING; 1 when NOT_SERVING, the service is unknown (NOT_FOUND) or the\n"
-     "process cannot be reached. Suitable for scripts and container health checks.\n",
-     cmd_health},
+static const command cmd_status_def = {
+    "status",
+    "",
+    0,
+    0,
+    "this process's view: id, mode, addresses, uptime, health",
+    "Asks the process at --addr for its own view (quiver.v1.Cluster/Status), answered without\n"
+    "contacting other members: node id, mode (node, router, dev), version, gRPC and gossip\n"
+    "addresses, uptime and start time, members ALIVE / known (itself included), collections,\n"
+    "shards, metadata leader, data directory, and whether it is healthy (and why not).\n",
+    NULL,
+    cmd_status};
+
+static const command cmd_members_def = {
+    "members",
+    "",
+    0,
+    0,
+    "gossip members: state, addresses, incarnation, age, load",
+    "Lists every cluster member the process at --addr knows through gossip\n"
+    "(quiver.v1.Cluster/Members), sorted by name, one row each: name, role, gRPC and gossip\n"
+    "addresses, state (ALIVE, SUSPECT, DEAD, LEFT), SWIM incarnation, age of the latest update\n"
+    "heard about it, version, load (CPU, memory, disk used, replicas, leaders, search QPS and\n"
+    "p95), and flags (self: the member that answered; draining). A crashed member shows SUSPECT,\n"
+    "then DEAD within the detection bound of docs/gossip.md (about 29 s for up to 9 members).\n",
+    NULL,
+    cmd_members};
+
+static const command cmd_health_def = {
+    "health",
+    "[SERVICE]",
+    0,
+    1,
+    "health check; exit 0 when SERVING, 1 otherwise",
+    "Calls grpc.health.v1.Health/Check for SERVICE (default \"\": the process as a whole; or a\n"
+    "full service name such as quiver.v1.Cluster) and prints SERVING or NOT_SERVING.\n"
+    "Exit code 0 when SERVING; 1 when NOT_SERVING, the service is unknown (NOT_FOUND) or the\n"
+    "process cannot be reached. Suitable for scripts and container health checks.\n",
+    NULL,
+    cmd_health};
+
+static const command *const commands[] = {
+    &cmd_status_def,           &cmd_members_def,
+    &cmd_health_def,           &ctl_cmd_collections_create,
+    &ctl_cmd_collections_list, &ctl_cmd_collections_describe,
+    &ctl_cmd_collections_drop, &ctl_cmd_import,
+    &ctl_cmd_search,
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+/* Command groups: the word before a subcommand ("collections create"). */
+static const char *const groups[] = {"collections"};
+#define NGROUPS (sizeof(groups) / sizeof(groups[0]))
 
 static const command *find_command(const char *name)
 {
     for (size_t i = 0; i < NCOMMANDS; i++)
-        if (strcmp(commands[i].name, name) == 0)
-            return &commands[i];
+        if (strcmp(commands[i]->name, name) == 0)
+            return commands[i];
     return NULL;
+}
+
+static const char *find_group(const char *name)
+{
+    for (size_t i = 0; i < NGROUPS; i++)
+        if (strcmp(groups[i], name) == 0)
+            return groups[i];
+    return NULL;
+}
+
+/* Whether `cmd` belongs to `group` ("collections create" to "collections"). */
+static bool in_group(const command *cmd, const char *group)
+{
+    size_t n = strlen(group);
+    return strncmp(cmd->name, group, n) == 0 && cmd->name[n] == ' ';
 }
 
 /* ---- option tables and help ------------------------------------------------------------------ */
@@ -665,8 +431,10 @@ static bool wants_help(int argc, char **argv, const qv_opt *o)
     return false;
 }
 
-/* The option list of qv_config_usage, without its generic "Usage:" line. */
-static void print_options(const qv_opt *o, const char *title, FILE *out)
+/* The option list of qv_config_usage, without its generic "Usage:" line; without the generic
+ * --config, --help and --version too unless `generic` (a command's own options: the global list
+ * that follows has them). */
+static void print_options(const qv_opt *o, const char *title, bool generic, FILE *out)
 {
     qv_config cfg = {.program = "quiverctl", .opts = (qv_opt *)o};
     char *buf = NULL;
@@ -677,7 +445,11 @@ static void print_options(const qv_opt *o, const char *title, FILE *out)
     qv_config_usage(&cfg, m);
     fclose(m);
     const char *list = strstr(buf, "\nOptions:\n");
-    fprintf(out, "%s:\n%s", title, list != NULL ? list + strlen("\nOptions:\n") : buf);
+    list = list != NULL ? list + strlen("\nOptions:\n") : buf;
+    char *cut = generic ? NULL : strstr(list, "  --config ");
+    if (cut != NULL)
+        cut[0] = '\0';
+    fprintf(out, "%s:\n%s", title, list);
     free(buf);
 }
 
@@ -691,15 +463,16 @@ static void print_command_list(FILE *out)
     fputs("Commands:\n", out);
     for (size_t i = 0; i < NCOMMANDS; i++) {
         char left[64];
-        snprintf(left, sizeof(left), "%s %s", commands[i].name, commands[i].args);
-        fprintf(out, "  %-18s%s\n", left, commands[i].brief);
+        snprintf(left, sizeof(left), "%s %s", commands[i]->name, commands[i]->args);
+        fprintf(out, "  %-29s%s\n", left, commands[i]->brief);
     }
-    fprintf(out, "  %-18s%s\n", "help [COMMAND]", "this help, or a command's");
+    fprintf(out, "  %-29s%s\n", "help [COMMAND]", "this help, or a command's");
 }
 
 static const char exit_codes[] =
     "Exit codes: 0 success; 1 the server could not be reached, answered an error, or is not\n"
-    "SERVING; 2 bad usage (unknown command or option, malformed value, bad --addr).\n";
+    "SERVING, or an input file is unreadable or malformed; 2 bad usage (unknown command or\n"
+    "option, malformed or missing value, bad --addr).\n";
 
 static void tool_help(const qv_opt *gopts, FILE *out)
 {
@@ -709,26 +482,43 @@ static void tool_help(const qv_opt *gopts, FILE *out)
           out);
     print_command_list(out);
     fputc('\n', out);
-    print_options(gopts, "Global options (also accepted after the command)", out);
+    print_options(gopts, "Global options (also accepted after the command)", true, out);
     fputc('\n', out);
     fputs(exit_codes, out);
 }
 
-static void command_help(const command *cmd, const qv_opt *gopts, FILE *out)
+static void group_help(const char *group, FILE *out)
+{
+    fprintf(out, "Usage: quiverctl [global options] %s SUBCOMMAND [options] [ARGS]\n\n", group);
+    fputs("Subcommands:\n", out);
+    for (size_t i = 0; i < NCOMMANDS; i++) {
+        if (!in_group(commands[i], group))
+            continue;
+        char left[64];
+        snprintf(left, sizeof(left), "%s %s", commands[i]->name + strlen(group) + 1,
+                 commands[i]->args);
+        fprintf(out, "  %-18s%s\n", left, commands[i]->brief);
+    }
+    fprintf(out, "\nRun 'quiverctl %s SUBCOMMAND --help' for a subcommand's options.\n", group);
+}
+
+/* cmd_opts: the command's own options (may be empty), gopts the global ones. */
+static void command_help(const command *cmd, const qv_opt *cmd_opts, const qv_opt *gopts, FILE *out)
 {
     fprintf(out, "Usage: quiverctl [global options] %s [options]%s%s\n\n", cmd->name,
             cmd->args[0] ? " " : "", cmd->args);
     fputs(cmd->help, out);
     fputc('\n', out);
-    print_options(gopts, "Options (global options may come before or after the command)", out);
+    if (cmd_opts != NULL && cmd_opts[0].name != NULL) {
+        print_options(cmd_opts, "Options", false, out);
+        fputc('\n', out);
+    }
+    print_options(gopts, "Global options (before or after the command)", true, out);
     fputc('\n', out);
     fputs(exit_codes, out);
 }
 
-static int usage_error(const char *cmd_name, const char *fmt, ...) QV_PRINTF(2, 3);
-
-/* A usage error: the message and a short usage on stderr; returns EXIT_USAGE. */
-static int usage_error(const char *cmd_name, const char *fmt, ...)
+int ctl_usage_error(const char *cmd_name, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -737,10 +527,13 @@ static int usage_error(const char *cmd_name, const char *fmt, ...)
     va_end(ap);
     fputc('\n', stderr);
     const command *cmd = cmd_name != NULL ? find_command(cmd_name) : NULL;
+    const char *group = cmd_name != NULL ? find_group(cmd_name) : NULL;
     if (cmd != NULL) {
         fprintf(stderr, "Usage: quiverctl [global options] %s [options]%s%s\n", cmd->name,
                 cmd->args[0] ? " " : "", cmd->args);
         fprintf(stderr, "Run 'quiverctl %s --help' for its options.\n", cmd->name);
+    } else if (group != NULL) {
+        group_help(group, stderr);
     } else {
         print_synopsis(stderr);
         print_command_list(stderr);
@@ -752,7 +545,7 @@ static int usage_error(const char *cmd_name, const char *fmt, ...)
 /* ---- main
  * ---------------------------------------------------------------------------------------- */
 
-static int run_command(const command *cmd, const globals *g, int npos, char **pos)
+static int run_command(const command *cmd, const globals *g, const cmdopts *o, int npos, char **pos)
 {
     qv_client_opts copts = {
         .timeout_ms = (int64_t)g->timeout_ms,
@@ -766,14 +559,42 @@ static int run_command(const command *cmd, const globals *g, int npos, char **po
     qv_status err = qv_status_ok();
     int rc = qv_client_connect(g->addr, &copts, &c, &err);
     if (rc == QV_EINVAL)
-        return usage_error(cmd->name, "%s", err.msg);
+        return ctl_usage_error(cmd->name, "%s", err.msg);
     if (rc != 0) {
-        print_failure(&err);
+        ctl_print_failure(&err);
         return EXIT_FAIL;
     }
-    int code = cmd->run(c, g, npos, pos);
+    int code = cmd->run(c, g, o, npos, pos);
     qv_client_close(c);
     return code;
+}
+
+/* `help [COMMAND [SUBCOMMAND]]`. */
+static int help_command(int cargc, char **cargv, const qv_opt *gopts, cmdopts *v)
+{
+    if (cargc == 1) {
+        tool_help(gopts, stdout);
+        return EXIT_OK;
+    }
+    char name[64];
+    const char *group = find_group(cargv[1]);
+    if (group != NULL && cargc == 3)
+        snprintf(name, sizeof(name), "%s %s", group, cargv[2]);
+    else
+        snprintf(name, sizeof(name), "%s", cargv[1]);
+    const command *topic = find_command(name);
+    if (group != NULL && cargc == 2) {
+        group_help(group, stdout);
+        return EXIT_OK;
+    }
+    if (topic == NULL || cargc > (group != NULL ? 3 : 2))
+        return ctl_usage_error("help", "unknown command '%s'", name);
+    qv_opt o[CTL_MAX_CMD_OPTS + 1];
+    memset(o, 0, sizeof(o));
+    if (topic->opts != NULL)
+        topic->opts(o, v);
+    command_help(topic, o, gopts, stdout);
+    return EXIT_OK;
 }
 
 int main(int argc, char **argv)
@@ -782,11 +603,16 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     globals g;
+    cmdopts v;
     memset(&g, 0, sizeof(g));
+    memset(&v, 0, sizeof(v));
     const char *env_addr = getenv("QUIVER_ADDR");
     const char *addr_def = env_addr != NULL && env_addr[0] != '\0' ? env_addr : DEFAULT_ADDR;
     qv_opt gopts[NGLOBAL_OPTS + 1];
-    qv_opt copts[NGLOBAL_OPTS + 1];
+    qv_opt copts[NGLOBAL_OPTS + CTL_MAX_CMD_OPTS + 1];
+    qv_opt own[CTL_MAX_CMD_OPTS + 1]; /* the command's own options, for its help */
+    memset(copts, 0, sizeof(copts));  /* the command's options go after the global ones */
+    memset(own, 0, sizeof(own));
     global_opts(gopts, &g, true, addr_def);
     global_opts(copts, &g, false, addr_def);
 
@@ -811,7 +637,7 @@ int main(int argc, char **argv)
     }
     if (rc < 0) {
         if (rc == QV_EINVAL) {
-            code = usage_error(NULL, "%s", err.msg);
+            code = ctl_usage_error(NULL, "%s", err.msg);
         } else {
             fprintf(stderr, "quiverctl: %s\n", err.msg); /* an unreadable --config file */
             code = EXIT_FAIL;
@@ -819,32 +645,49 @@ int main(int argc, char **argv)
         goto out;
     }
     if (cmd_idx < 0) {
-        code = usage_error(NULL, "no command given");
+        code = ctl_usage_error(NULL, "no command given");
         goto out;
     }
     const char *name = argv[cmd_idx];
     int cargc = argc - cmd_idx;
     char **cargv = argv + cmd_idx;
     if (strcmp(name, "help") == 0) {
-        const command *topic = cargc > 1 ? find_command(cargv[1]) : NULL;
-        if (cargc > 2 || (cargc == 2 && topic == NULL)) {
-            code = usage_error("help", "unknown command '%s'", cargv[cargc - 1]);
+        code = help_command(cargc, cargv, gopts, &v);
+        goto out;
+    }
+    char full[64];
+    const char *group = find_group(name);
+    if (group != NULL) {
+        /* The subcommand is the next argument; the parse below starts after it. */
+        if (cargc < 2 || strcmp(cargv[1], "-h") == 0 || strcmp(cargv[1], "--help") == 0) {
+            if (cargc < 2) {
+                code = ctl_usage_error(group, "no subcommand given");
+            } else {
+                group_help(group, stdout);
+                code = EXIT_OK;
+            }
             goto out;
         }
-        if (topic != NULL)
-            command_help(topic, gopts, stdout);
-        else
-            tool_help(gopts, stdout);
-        code = EXIT_OK;
-        goto out;
+        snprintf(full, sizeof(full), "%s %s", group, cargv[1]);
+        if (find_command(full) == NULL) {
+            code = ctl_usage_error(group, "unknown subcommand '%s'", cargv[1]);
+            goto out;
+        }
+        name = full;
+        cargc--;
+        cargv++;
     }
     const command *cmd = find_command(name);
     if (cmd == NULL) {
-        code = usage_error(NULL, "unknown command '%s'", name);
+        code = ctl_usage_error(NULL, "unknown command '%s'", name);
         goto out;
     }
+    if (cmd->opts != NULL) {
+        size_t n = cmd->opts(own, &v);
+        memcpy(copts + NGLOBAL_OPTS, own, n * sizeof(*own));
+    }
     if (wants_help(cargc, cargv, copts)) {
-        command_help(cmd, gopts, stdout);
+        command_help(cmd, own, gopts, stdout);
         code = EXIT_OK;
         goto out;
     }
@@ -855,7 +698,7 @@ int main(int argc, char **argv)
     }
     if (rc < 0) {
         if (rc == QV_EINVAL) {
-            code = usage_error(cmd->name, "%s", err.msg);
+            code = ctl_usage_error(cmd->name, "%s", err.msg);
         } else {
             fprintf(stderr, "quiverctl %s: %s\n", cmd->name, err.msg);
             code = EXIT_FAIL;
@@ -863,10 +706,15 @@ int main(int argc, char **argv)
         goto out;
     }
     if (ccfg.npositional > cmd->max_args) {
-        code = usage_error(cmd->name, "unexpected argument '%s'", ccfg.positional[cmd->max_args]);
+        code =
+            ctl_usage_error(cmd->name, "unexpected argument '%s'", ccfg.positional[cmd->max_args]);
         goto out;
     }
-    code = run_command(cmd, &g, ccfg.npositional, ccfg.positional);
+    if (ccfg.npositional < cmd->min_args) {
+        code = ctl_usage_error(cmd->name, "missing %s", cmd->args);
+        goto out;
+    }
+    code = run_command(cmd, &g, &v, ccfg.npositional, ccfg.positional);
     if (fflush(stdout) != 0 || ferror(stdout)) {
         fprintf(stderr, "quiverctl: cannot write the output\n");
         code = EXIT_FAIL;

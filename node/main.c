@@ -10,7 +10,10 @@
 static const char summary[] =
     "quiver-node - a Quiver shard node.\n"
     "\n"
-    "Serves the Quiver gRPC API (grpc.health.v1.Health, quiver.v1.Cluster) from a data directory.\n"
+    "Serves the Quiver gRPC API (grpc.health.v1.Health, quiver.v1.Cluster, quiver.v1.Collections,\n"
+    "quiver.v1.Points) from a data directory: collections and points live in a RocksDB store "
+    "there\n"
+    "(write log, vectors, payload), indexes are rebuilt from snapshots plus the log on start.\n"
     "--dev runs a single-node database in this one process (defaults: 127.0.0.1, ./quiver-data).\n"
     "Nodes find each other by gossip (SWIM over UDP + TCP on --gossip, joined through --seeds),\n"
     "sealed with a cluster key: --cluster-key-file FILE or QUIVER_CLUSTER_KEY (64 hex digits or\n"
@@ -95,6 +98,9 @@ int main(int argc, char **argv)
     uint64_t g_probe_interval = 0, g_probe_timeout = 0, g_indirect = 0, g_susp_mult = 0;
     uint64_t g_susp_max = 0, g_awareness = 0, g_retransmit = 0, g_interval = 0, g_nodes = 0;
     uint64_t g_push_pull = 0, g_reconnect = 0, g_to_dead = 0, g_reclaim = 0, g_tcp_timeout = 0;
+    char *http_addr = NULL, *fsync_policy = NULL;
+    uint64_t fsync_interval = 0, snapshot_interval_s = 0, snapshot_points = 0, index_threads = 0;
+    uint64_t cache_mb = 0;
 
     qv_opt opts[] = {
         {.name = "dev",
@@ -280,6 +286,54 @@ int main(int argc, char **argv)
          .help = "limit on one push-pull exchange",
          .min = 10,
          .max = 600000},
+        {.name = "http",
+         .type = QV_OPT_STRING,
+         .target = &http_addr,
+         .help = "HTTP listen address HOST:PORT for /metrics (Prometheus), /healthz and /readyz "
+                 "(unset: no HTTP; run.sh uses 127.0.0.1:9090)"},
+        {.name = "fsync",
+         .type = QV_OPT_ENUM,
+         .target = &fsync_policy,
+         .def = "sync",
+         .choices = "sync|interval|off",
+         .help = "when a write is durable before it is acknowledged: sync (fsync of the log, "
+                 "shared by concurrent writers), interval (fsync every --fsync-interval-ms; a "
+                 "power loss may lose that much), off (the OS decides; survives a process crash)"},
+        {.name = "fsync-interval-ms",
+         .type = QV_OPT_UINT,
+         .target = &fsync_interval,
+         .def = "100",
+         .help = "log fsync period with --fsync interval",
+         .min = 1,
+         .max = 60000},
+        {.name = "snapshot-interval-s",
+         .type = QV_OPT_UINT,
+         .target = &snapshot_interval_s,
+         .def = "300",
+         .help = "snapshot a changed collection's index at least this often (also at shutdown)",
+         .min = 1,
+         .max = 86400},
+        {.name = "snapshot-points",
+         .type = QV_OPT_UINT,
+         .target = &snapshot_points,
+         .def = "100000",
+         .help = "snapshot a collection's index once this many points changed",
+         .min = 1,
+         .max = 1000000000},
+        {.name = "index-threads",
+         .type = QV_OPT_UINT,
+         .target = &index_threads,
+         .def = "0",
+         .help = "threads that build an index batch (0: one per CPU)",
+         .min = 0,
+         .max = 1024},
+        {.name = "cache-mb",
+         .type = QV_OPT_UINT,
+         .target = &cache_mb,
+         .def = "256",
+         .help = "RocksDB block cache (vectors and payload read by searches), in MiB",
+         .min = 8,
+         .max = 1048576},
         {.name = "log-level",
          .type = QV_OPT_ENUM,
          .target = &log_level,
@@ -425,6 +479,13 @@ int main(int argc, char **argv)
         .keys = keys,
         .nkeys = nkeys,
         .gossip_tunables = &tunables,
+        .fsync = fsync_policy,
+        .fsync_interval_ms = (uint32_t)fsync_interval,
+        .snapshot_interval_ms = snapshot_interval_s * 1000,
+        .snapshot_points = snapshot_points,
+        .index_threads = (unsigned)index_threads,
+        .cache_bytes = cache_mb << 20,
+        .http_addr = http_addr,
     };
     int src = qv_node_start(&nopts, &node, &err);
     explicit_bzero(keys, sizeof(keys));
@@ -434,8 +495,9 @@ int main(int argc, char **argv)
         goto out;
     }
     /* One line on stdout that scripts can wait for. */
-    printf("quiver-node ready: grpc=%s port=%d node_id=%s gossip=%s\n", grpc_addr,
-           qv_node_grpc_port(node), qv_node_id(node), qv_node_gossip_addr(node));
+    printf("quiver-node ready: grpc=%s port=%d node_id=%s gossip=%s http_port=%d\n", grpc_addr,
+           qv_node_grpc_port(node), qv_node_id(node), qv_node_gossip_addr(node),
+           qv_node_http_port(node));
     fflush(stdout);
 
     int sig = 0;

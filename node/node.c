@@ -138,6 +138,62 @@ static void gossip_stop(qv_node *node)
     }
 }
 
+static void call_done(const char *method, int code, uint64_t latency_us, void *user)
+{
+    qv_node *node = user;
+    qv_metrics_rpc_done(node->metrics, method, code, latency_us);
+}
+
+static bool node_ready(void *user, char *why, size_t len)
+{
+    qv_node *node = user;
+    if (!atomic_load(&node->serving)) {
+        snprintf(why, len, "%s", node->engine == NULL ? "loading collections" : "not serving");
+        return false;
+    }
+    return true;
+}
+
+/* Gauges computed at each scrape: per collection points, bytes, memory. */
+static void collect_metrics(qv_metrics_writer *w, void *user)
+{
+    qv_node *node = user;
+    if (node->engine == NULL)
+        return;
+    char **names = NULL;
+    size_t n = 0;
+    if (qv__engine_list(node->engine, &names, &n) != 0)
+        return;
+    qv_metrics_gauge(w, "quiver_collections", "Collections held by this node", "", (double)n);
+    for (size_t i = 0; i < n; i++) {
+        qv_coll *c = NULL;
+        qv_status st;
+        qv_arena *a = qv__arena_create();
+        Quiver__V1__CollectionInfo info;
+        if (a != NULL && qv__engine_get(node->engine, names[i], &c, &st) == 0 &&
+            qv__coll_info(c, a, &info) == 0) {
+            char esc[160], labels[200];
+            qv_metrics_escape_label(esc, sizeof(esc), names[i]);
+            snprintf(labels, sizeof(labels), "collection=\"%s\"", esc);
+            qv_metrics_gauge(w, "quiver_collection_points", "Live points per collection", labels,
+                             (double)info.points_count);
+            qv_metrics_gauge(w, "quiver_collection_indexed_points",
+                             "Points in the collection's ANN index", labels,
+                             (double)info.indexed_points_count);
+            qv_metrics_gauge(w, "quiver_collection_memory_bytes",
+                             "Memory held by the collection (index, payload index, id maps)",
+                             labels, (double)info.memory_bytes);
+            qv_metrics_gauge(w, "quiver_collection_disk_bytes",
+                             "Disk used by the collection (store and snapshot)", labels,
+                             (double)info.disk_bytes);
+        }
+        qv__coll_put(c);
+        qv__arena_free(a);
+        free(names[i]);
+    }
+    free(names);
+}
+
 int qv_node_start(const qv_node_opts *opts, qv_node **out, qv_status *err)
 {
     qv_status dummy;
@@ -167,12 +223,53 @@ int qv_node_start(const qv_node_opts *opts, qv_node **out, qv_status *err)
     rc = qv__datadir_open(&node->dir, opts->data_dir, err);
     if (rc != 0)
         goto fail_dir;
+    rc = qv_metrics_create(&node->metrics);
+    if (rc != 0) {
+        *err = qv_status_make(rc, "cannot create the metrics registry");
+        goto fail_metrics;
+    }
+    if (opts->http_addr != NULL) {
+        /* first, so that /healthz answers (and /readyz says why not) while collections load */
+        qv_http_opts ho = {
+            .addr = opts->http_addr,
+            .metrics = node->metrics,
+            .ready = node_ready,
+            .user = node,
+        };
+        rc = qv_http_start(&ho, &node->http, err);
+        if (rc != 0)
+            goto fail_http;
+    }
+    qv_fsync_policy fp = QV_FSYNC_SYNC;
+    if (opts->fsync != NULL && qv__fsync_policy_parse(opts->fsync, &fp) != 0) {
+        rc = QV_EINVAL;
+        *err = qv_status_make(QV_EINVAL, "fsync policy '%s' is not sync, interval or off",
+                              opts->fsync);
+        goto fail_engine;
+    }
+    qv_engine_opts eo = {
+        .fsync = fp,
+        .fsync_interval_ms = opts->fsync_interval_ms,
+        .snapshot_interval_ms = opts->snapshot_interval_ms,
+        .snapshot_points = opts->snapshot_points,
+        .index_threads = opts->index_threads,
+        .cache_bytes = opts->cache_bytes,
+        .max_replicas = 1,
+        .node_id = node->dir.node_id,
+        .metrics = node->metrics,
+    };
+    rc = qv__engine_open(node->dir.path, &eo, &node->engine, err);
+    if (rc != 0)
+        goto fail_engine;
+    qv_metrics_add_collector(node->metrics, collect_metrics, node);
 
     qv_rpc_server_opts ro = {
         .addr = opts->grpc_addr,
         .workers = opts->rpc_workers,
         .max_message_bytes = opts->max_message_bytes,
         .tls = opts->tls,
+        .on_call_done = call_done,
+        .on_call_done_user = node,
     };
     rc = qv_rpc_server_create(&ro, &node->rpc, err);
     if (rc != 0)
@@ -203,6 +300,13 @@ int qv_node_start(const qv_node_opts *opts, qv_node **out, qv_status *err)
 fail_start:
     qv_rpc_server_destroy(node->rpc);
 fail_rpc:
+    qv_metrics_remove_collector(node->metrics, collect_metrics, node);
+    qv__engine_close(node->engine);
+fail_engine:
+    qv_http_stop(node->http);
+fail_http:
+    qv_metrics_free(node->metrics);
+fail_metrics:
     qv__datadir_close(&node->dir);
 fail_dir:
     free(node->grpc_addr);
@@ -219,6 +323,11 @@ const char *qv_node_id(const qv_node *node)
 int qv_node_grpc_port(const qv_node *node)
 {
     return qv_rpc_server_port(node->rpc);
+}
+
+int qv_node_http_port(const qv_node *node)
+{
+    return node->http != NULL ? qv_http_port(node->http) : 0;
 }
 
 const char *qv_node_gossip_addr(const qv_node *node)
@@ -241,6 +350,11 @@ void qv_node_stop(qv_node *node, uint64_t grace_ms)
     gossip_stop(node);
     qv_rpc_server_shutdown(node->rpc, grace_ms);
     qv_rpc_server_destroy(node->rpc);
+    /* drains the write queues, snapshots changed collections, closes the store */
+    qv_metrics_remove_collector(node->metrics, collect_metrics, node);
+    qv__engine_close(node->engine);
+    qv_http_stop(node->http);
+    qv_metrics_free(node->metrics);
     qv__datadir_close(&node->dir);
     qv_log_info("node", "stopped");
     free(node->grpc_addr);

@@ -1,10 +1,11 @@
 /*
  * node/node.h - the shard node: one quiver-node process.
  *
- * Today a node owns its data directory (locked against a second process, holding the node's
- * checksummed identity), joins the cluster through gossip (common/gossip) and serves, over gRPC,
- * grpc.health.v1.Health/Check and quiver.v1.Cluster/Status and /Members. Storage, collections
- * and replication arrive in later modules and hang off the same qv_node.
+ * A node owns its data directory (locked against a second process, holding the node's
+ * checksummed identity and its RocksDB store), joins the cluster through gossip (common/gossip)
+ * and serves, over gRPC, grpc.health.v1.Health/Check, quiver.v1.Cluster/Status and /Members,
+ * and the data API quiver.v1.Collections and quiver.v1.Points over its local store (node/engine.h).
+ * Optionally /metrics, /healthz and /readyz over HTTP. Replication arrives in a later module.
  */
 #ifndef QV_NODE_H
 #define QV_NODE_H
@@ -42,6 +43,17 @@ typedef struct qv_node_opts {
     const qv_gossip_key *keys;
     size_t nkeys;
     const qv_gossip_config *gossip_tunables;
+
+    /* Storage (docs/storage.md). fsync: "sync" (default when NULL), "interval" or "off". */
+    const char *fsync;
+    uint32_t fsync_interval_ms;    /* "interval": 0 means 100 */
+    uint64_t snapshot_interval_ms; /* 0: 300,000 */
+    uint64_t snapshot_points;      /* 0: 100,000 */
+    unsigned index_threads;        /* 0: every CPU */
+    uint64_t cache_bytes;          /* RocksDB block cache; 0: 256 MiB */
+
+    /* Operator HTTP endpoints (/metrics, /healthz, /readyz); NULL: off. */
+    const char *http_addr;
 } qv_node_opts;
 
 /* Opens the data directory and starts serving. Errors (with a message in *err): QV_EINVAL for bad
@@ -56,6 +68,9 @@ const char *qv_node_id(const qv_node *node);
 
 /* The bound gRPC port. */
 int qv_node_grpc_port(const qv_node *node);
+
+/* The bound HTTP port, or 0 when --http is off. */
+int qv_node_http_port(const qv_node *node);
 
 /* The advertised gossip address ("127.0.0.1:7946"), or "off". Valid until qv_node_stop. */
 const char *qv_node_gossip_addr(const qv_node *node);

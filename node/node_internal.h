@@ -2,6 +2,9 @@
 #ifndef QV_NODE_INTERNAL_H
 #define QV_NODE_INTERNAL_H
 
+#include "node/engine.h"
+#include "node/http.h"
+#include "node/metrics.h"
 #include "node/node.h"
 
 #include <pthread.h>
@@ -33,7 +36,14 @@ struct qv_node {
     pthread_mutex_t load_mu;
     pthread_cond_t load_cond;
     bool load_stop;
+    /* storage and observability */
+    qv_engine *engine;
+    qv_metrics *metrics;
+    qv_http *http;
 };
+
+/* Registers quiver.v1.Collections and quiver.v1.Points (node/query.c). */
+int qv__node_register_data_services(qv_engine *e, qv_rpc_server *srv);
 
 #define QV_NODE_LOAD_MS 10000
 

@@ -22,6 +22,8 @@
 static const char *const known_services[] = {
     "",
     "quiver.v1.Cluster",
+    "quiver.v1.Collections",
+    "quiver.v1.Points",
 };
 
 static int health_check(qv_rpc_ctx *ctx, const uint8_t *req, size_t len, void *user)
@@ -80,7 +82,7 @@ static int cluster_status(qv_rpc_ctx *ctx, const uint8_t *req, size_t len, void 
     out.members_alive = (uint32_t)alive;
     out.members_total = (uint32_t)total;
     out.gossip_address = node->gossip != NULL ? node->gossip_addr : "";
-    out.collections = 0;
+    out.collections = node->engine != NULL ? (uint32_t)qv__engine_collections(node->engine) : 0;
     out.healthy = atomic_load(&node->serving);
     out.data_dir = node->dir.path;
     out.started_at_unix_ms = node->started_wall_ms;
@@ -191,5 +193,7 @@ int qv__node_register_services(qv_node *node, qv_rpc_server *srv)
         rc = qv_rpc_server_register(srv, "/quiver.v1.Cluster/Status", cluster_status, node);
     if (rc == 0)
         rc = qv_rpc_server_register(srv, "/quiver.v1.Cluster/Members", cluster_members, node);
+    if (rc == 0 && node->engine != NULL)
+        rc = qv__node_register_data_services(node->engine, srv);
     return rc;
 }

@@ -73,6 +73,19 @@ typedef struct qv_rpc_server_opts {
     size_t max_queued_bytes;  /* request bytes held by calls waiting or running before new ones
                                  get RESOURCE_EXHAUSTED (a lone call always passes); 0: 1 GiB */
     const qv_rpc_tls *tls;    /* NULL: plaintext. Copied by qv_rpc_server_create. */
+
+    /* Completion hook (NULL: none), for metrics. Called exactly once for every call the server
+     * received, when its status is handed to gRPC: handled, failed, refused as overloaded or
+     * during shutdown, cancelled, or answered UNIMPLEMENTED. `method` is the registered full
+     * method name, or "unknown" for a method nobody registered (so a client cannot grow the set
+     * of names); it stays valid until qv_rpc_server_destroy. `code` is the status sent (0 or a
+     * QV_E* code). `latency_us` runs from the call's arrival at the poller (request message
+     * included) to its status being sent. Runs on whichever thread finishes the call, a worker or
+     * the poller, possibly on several at once, so it must be thread-safe, quick and non-blocking,
+     * and must not call into this server. on_call_done_user must stay valid until
+     * qv_rpc_server_destroy returns. */
+    void (*on_call_done)(const char *method, int code, uint64_t latency_us, void *user);
+    void *on_call_done_user;
 } qv_rpc_server_opts;
 
 /* A handler answers one call. `req` holds the request bytes (valid until the handler returns).

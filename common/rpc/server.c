@@ -69,6 +69,7 @@ struct srv_call {
     grpc_byte_buffer *payload;
     int close_cancelled; /* written by RECV_CLOSE_ON_SERVER */
     bool active;         /* counted in srv->active (a real call, not a request slot) */
+    uint64_t arrived_ns; /* qv_now_ns() when the poller received the call */
     atomic_bool closed_cancelled;
     atomic_int refs;
     /* reply */
@@ -100,6 +101,8 @@ struct qv_rpc_server {
     atomic_size_t queued_bytes; /* request bytes of calls queued or being handled */
     qv_rpc_tls tls;
     bool has_tls;
+    void (*on_call_done)(const char *method, int code, uint64_t latency_us, void *user);
+    void *on_call_done_user;
 
     method *methods;
     size_t nmethods, cap_methods;
@@ -172,6 +175,16 @@ static void call_unref(srv_call *c)
     }
 }
 
+/* Runs the completion hook for a call whose status was just handed to gRPC. */
+static void report_done(qv_rpc_server *srv, const char *name, int code, uint64_t arrived_ns)
+{
+    if (srv->on_call_done == NULL)
+        return;
+    uint64_t now = qv_now_ns();
+    uint64_t latency_us = now > arrived_ns ? (now - arrived_ns) / 1000 : 0;
+    srv->on_call_done(name, code, latency_us, srv->on_call_done_user);
+}
+
 /* Sends the reply (message on success) and the status in one batch. Called once per call. */
 static void send_reply(srv_call *c)
 {
@@ -200,11 +213,18 @@ static void send_reply(srv_call *c)
     ops[n].data.send_status_from_server.status_details = &c->status_slice;
     n++;
 
+    /* Once the batch starts, the poller may free the call: keep what the hook needs. */
+    qv_rpc_server *srv = c->srv;
+    const char *name = c->m->name;
+    int code = c->code;
+    uint64_t arrived = c->arrived_ns;
     grpc_call_error e = grpc_call_start_batch(c->call, ops, n, &c->t_reply, NULL);
     if (e != GRPC_CALL_OK) {
         qv_log_error("rpc", "start_batch(reply) failed for %s: %d", c->m->name, (int)e);
         call_unref(c); /* the reply tag will never come */
+        code = QV_EINTERNAL;
     }
+    report_done(srv, name, code, arrived);
 }
 
 static void run_handler(void *arg)
@@ -271,6 +291,7 @@ static void on_new_registered(srv_call *c, bool ok)
         call_free(c);
         return;
     }
+    c->arrived_ns = qv_now_ns();
     c->active = true;
     atomic_fetch_add(&srv->active, 1);
     if (!atomic_load(&srv->stopping))
@@ -312,6 +333,7 @@ static void on_new_generic(srv_call *c, bool ok)
         call_free(c);
         return;
     }
+    uint64_t arrived = qv_now_ns();
     if (!atomic_load(&srv->stopping))
         post_generic(srv);
 
@@ -328,8 +350,13 @@ static void on_new_generic(srv_call *c, bool ok)
     ops[1].data.send_status_from_server.status_details = &c->status_slice;
     ops[2].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
     ops[2].data.recv_close_on_server.cancelled = &c->close_cancelled;
-    if (grpc_call_start_batch(c->call, ops, 3, &c->t_reply, NULL) != GRPC_CALL_OK)
+    int code = QV_EUNIMPL;
+    if (grpc_call_start_batch(c->call, ops, 3, &c->t_reply, NULL) != GRPC_CALL_OK) {
         call_free(c);
+        code = QV_EINTERNAL;
+    }
+    /* Unregistered names come from clients: one label for all of them bounds the cardinality. */
+    report_done(srv, "unknown", code, arrived);
 }
 
 static void post_registered(qv_rpc_server *srv, method *m)
@@ -445,6 +472,8 @@ int qv_rpc_server_create(const qv_rpc_server_opts *opts, qv_rpc_server **out, qv
         srv->max_message = INT32_MAX;
     srv->max_queued = opts->max_queued_calls ? opts->max_queued_calls : 65536;
     srv->max_queued_bytes = opts->max_queued_bytes ? opts->max_queued_bytes : (size_t)1 << 30;
+    srv->on_call_done = opts->on_call_done;
+    srv->on_call_done_user = opts->on_call_done_user;
     atomic_init(&srv->queued_bytes, 0);
     pthread_mutex_init(&srv->mu, NULL);
     pthread_condattr_t cattr;

@@ -1,161 +1,30 @@
 /*
  * Tests for sdk/c (libquiver) against a live `quiver-node --dev`.
  *
- * Suite sdk_live: the fixture starts the node (QV_NODE_BIN, set by CMake) with --grpc
- * 127.0.0.1:0 in a fresh temporary data directory, reads the port from its "quiver-node ready:
- * ... port=N" line, and stops it in .fini (SIGTERM, then SIGKILL). The node also dies with the
- * test process (PR_SET_PDEATHSIG), so a crashed test leaves nothing behind.
+ * Suite sdk_live: each test gets its own node from tests/cli/node_fixture.h (QV_NODE_BIN, set by
+ * CMake, with --grpc 127.0.0.1:0 in a fresh temporary data directory).
  * Suite sdk_offline: argument checking and an unreachable address, without a node.
  *
  * Criterion ignores LeakSanitizer's report at exit, so each test that allocates ends with an
- * explicit leak check.
+ * explicit leak check (expect_no_leaks).
  */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
 
-#include "sdk/c/quiver.h"
+#include "tests/cli/node_fixture.h"
 
 #include <arpa/inet.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <ftw.h>
 #include <netinet/in.h>
-#include <poll.h>
-#include <signal.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#if defined(__SANITIZE_ADDRESS__)
-#include <sanitizer/lsan_interface.h>
-#endif
-
-#ifndef QV_NODE_BIN
-#error "QV_NODE_BIN must name the quiver-node binary"
-#endif
-
-static void expect_no_leaks(void)
-{
-#if defined(__SANITIZE_ADDRESS__)
-    cr_expect_eq(__lsan_do_recoverable_leak_check(), 0, "LeakSanitizer found leaks (see stderr)");
-#endif
-}
-
-/* ---- fixture: one quiver-node --dev ------------------------------------------------------------
- */
-
-static pid_t g_node = -1;
-static char g_tmp[64];
-static char g_target[64];
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    remove(path);
-    return 0;
-}
-
-/* Reads one line from fd within timeout_ms; returns false on timeout or end of file. */
-static bool read_line(int fd, char *buf, size_t cap, int timeout_ms)
-{
-    size_t len = 0;
-    while (len + 1 < cap) {
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        int pr = poll(&p, 1, timeout_ms);
-        if (pr <= 0)
-            return false;
-        ssize_t n = read(fd, buf + len, 1);
-        if (n <= 0)
-            return false;
-        if (buf[len] == '\n')
-            break;
-        len++;
-    }
-    buf[len] = '\0';
-    return true;
-}
-
-static void node_start(void)
-{
-    snprintf(g_tmp, sizeof(g_tmp), "/tmp/quiver-sdk-XXXXXX");
-    cr_assert_not_null(mkdtemp(g_tmp), "mkdtemp: %s", strerror(errno));
-    char data[128];
-    snprintf(data, sizeof(data), "%s/data", g_tmp);
-    int pipefd[2];
-    cr_assert_eq(pipe(pipefd), 0);
-    pid_t parent = getpid();
-    /* The child runs nothing of Criterion's (an assertion there would report from a process
-     * the runner does not know): only prctl, dup2 and exec. */
-    pid_t pid = fork();
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(127);
-        dup2(pipefd[1], STDOUT_FILENO);
-        close(pipefd[0]);
-        close(pipefd[1]);
-        char *argv[] = {QV_NODE_BIN,   "--dev",       "--data", data, "--grpc",
-                        "127.0.0.1:0", "--log-level", "warn",   NULL};
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    cr_assert(pid > 0, "fork: %s", strerror(errno));
-    g_node = pid;
-    close(pipefd[1]);
-    char line[512];
-    bool ok = read_line(pipefd[0], line, sizeof(line), 60000);
-    close(pipefd[0]);
-    cr_assert(ok, "quiver-node did not print its ready line within 60 s");
-    const char *p = strstr(line, "port=");
-    cr_assert_not_null(p, "unexpected ready line: %s", line);
-    int port = atoi(p + 5);
-    cr_assert(port > 0 && port < 65536, "bad port in: %s", line);
-    snprintf(g_target, sizeof(g_target), "127.0.0.1:%d", port);
-}
-
-static void node_stop(void)
-{
-    if (g_node > 0) {
-        kill(g_node, SIGTERM);
-        int status = 0;
-        for (int i = 0; i < 300; i++) {
-            if (waitpid(g_node, &status, WNOHANG) == g_node) {
-                g_node = -1;
-                break;
-            }
-            usleep(100 * 1000);
-        }
-        if (g_node > 0) {
-            kill(g_node, SIGKILL);
-            waitpid(g_node, &status, 0);
-            g_node = -1;
-        }
-    }
-    if (g_tmp[0] != '\0')
-        nftw(g_tmp, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-static qv_client *connect_or_die(const char *target)
-{
-    qv_client *c = NULL;
-    qv_status err = qv_status_ok();
-    int rc = qv_client_connect(target, NULL, &c, &err);
-    cr_assert_eq(rc, 0, "connect %s: %d %s", target, rc, err.msg);
-    cr_assert_not_null(c);
-    return c;
-}
-
-TestSuite(sdk_live, .init = node_start, .fini = node_stop, .timeout = 100);
+TestSuite(sdk_live, .init = node_fixture_start, .fini = node_fixture_stop, .timeout = 100);
 
 Test(sdk_live, health_reports_serving_for_the_process_and_the_cluster_service)
 {
-    qv_client *c = connect_or_die(g_target);
+    qv_client *c = node_fixture_connect(node_fixture_target());
     qv_status err = qv_status_ok();
     int serving = -1;
     cr_assert_eq(qv_client_health(c, "", &serving, &err), 0, "%s", err.msg);
@@ -172,7 +41,7 @@ Test(sdk_live, health_reports_serving_for_the_process_and_the_cluster_service)
 
 Test(sdk_live, health_of_an_unknown_service_is_the_servers_not_found)
 {
-    qv_client *c = connect_or_die(g_target);
+    qv_client *c = node_fixture_connect(node_fixture_target());
     qv_status err = qv_status_ok();
     int serving = -1;
     int rc = qv_client_health(c, "no.such.Service", &serving, &err);
@@ -186,13 +55,13 @@ Test(sdk_live, health_of_an_unknown_service_is_the_servers_not_found)
 
 Test(sdk_live, cluster_status_describes_the_dev_node)
 {
-    qv_client *c = connect_or_die(g_target);
+    qv_client *c = node_fixture_connect(node_fixture_target());
     qv_status err = qv_status_ok();
     qv_cluster_status st;
     cr_assert_eq(qv_client_cluster_status(c, &st, &err), 0, "%s", err.msg);
     cr_assert_eq(st.mode, QV_NODE_MODE_DEV);
     cr_assert_str_eq(qv_node_mode_name(st.mode), "dev");
-    cr_assert_str_eq(st.grpc_address, g_target);
+    cr_assert_str_eq(st.grpc_address, node_fixture_target());
     cr_assert_str_eq(st.version, QV_VERSION_STRING);
     cr_assert_eq(strlen(st.node_id), 32, "node id '%s'", st.node_id);
     cr_assert_eq(st.members_alive, 1);
@@ -212,7 +81,7 @@ Test(sdk_live, cluster_status_describes_the_dev_node)
 
 Test(sdk_live, members_lists_the_dev_node_itself_alive)
 {
-    qv_client *c = connect_or_die(g_target);
+    qv_client *c = node_fixture_connect(node_fixture_target());
     qv_status err = qv_status_ok();
     qv_member *ms = NULL;
     size_t n = 0;
@@ -222,7 +91,7 @@ Test(sdk_live, members_lists_the_dev_node_itself_alive)
     cr_assert_eq(ms[0].state, QV_MEMBER_STATE_ALIVE);
     cr_assert_str_eq(qv_member_state_name(ms[0].state), "ALIVE");
     cr_assert_eq(ms[0].role, QV_NODE_MODE_DEV);
-    cr_assert_str_eq(ms[0].grpc_address, g_target);
+    cr_assert_str_eq(ms[0].grpc_address, node_fixture_target());
     cr_assert_str_eq(ms[0].version, QV_VERSION_STRING);
     cr_assert(ms[0].id[0] != '\0');
     cr_assert(ms[0].has_load);
@@ -244,8 +113,8 @@ Test(sdk_live, a_client_is_shared_by_many_calls)
     qv_client_opts opts = {.timeout_ms = 5000};
     qv_client *c = NULL;
     qv_status err = qv_status_ok();
-    cr_assert_eq(qv_client_connect(g_target, &opts, &c, &err), 0, "%s", err.msg);
-    cr_assert_str_eq(qv_client_target(c), g_target);
+    cr_assert_eq(qv_client_connect(node_fixture_target(), &opts, &c, &err), 0, "%s", err.msg);
+    cr_assert_str_eq(qv_client_target(c), node_fixture_target());
     for (int i = 0; i < 50; i++) {
         int serving = 0;
         cr_assert_eq(qv_client_health(c, "", &serving, &err), 0, "call %d: %s", i, err.msg);

@@ -1064,3 +1064,114 @@ Test(rpc, second_response_buffer_replaces_the_first)
     qv_rpc_server_destroy(srv);
     fx_expect_no_leaks();
 }
+
+/* ---- completion hook ------------------------------------------------------------------------- */
+
+#define HOOK_MAX 32
+#define M_FAIL   "/quiver.test.Echo/Fail"
+
+typedef struct hook_entry {
+    char method[64];
+    int code;
+    uint64_t latency_us;
+} hook_entry;
+
+typedef struct hook_log {
+    pthread_mutex_t mu;
+    atomic_int n; /* hook calls so far, including any past HOOK_MAX */
+    hook_entry e[HOOK_MAX];
+} hook_log;
+
+static void hook_record(const char *method, int code, uint64_t latency_us, void *user)
+{
+    hook_log *log = user;
+    pthread_mutex_lock(&log->mu);
+    int i = atomic_load(&log->n);
+    if (i < HOOK_MAX) {
+        snprintf(log->e[i].method, sizeof(log->e[i].method), "%s", method ? method : "(null)");
+        log->e[i].code = code;
+        log->e[i].latency_us = latency_us;
+    }
+    atomic_fetch_add(&log->n, 1);
+    pthread_mutex_unlock(&log->mu);
+}
+
+/* How many recorded calls have this method and code; *max_latency gets the largest latency. */
+static int hook_count(hook_log *log, const char *method, int code, uint64_t *max_latency)
+{
+    int found = 0;
+    uint64_t max = 0;
+    pthread_mutex_lock(&log->mu);
+    int n = atomic_load(&log->n);
+    for (int i = 0; i < n && i < HOOK_MAX; i++) {
+        if (strcmp(log->e[i].method, method) == 0 && log->e[i].code == code) {
+            found++;
+            if (log->e[i].latency_us > max)
+                max = log->e[i].latency_us;
+        }
+    }
+    pthread_mutex_unlock(&log->mu);
+    if (max_latency != NULL)
+        *max_latency = max;
+    return found;
+}
+
+Test(rpc, call_done_hook_sees_each_call_once_with_its_code)
+{
+    static hook_log log;
+    pthread_mutex_init(&log.mu, NULL);
+    atomic_init(&log.n, 0);
+    static fx_slow slow;
+    fx_slow_init(&slow, 3000, true);
+
+    qv_rpc_server_opts o = defaults();
+    o.on_call_done = hook_record;
+    o.on_call_done_user = &log;
+    char target[FX_TARGET_MAX];
+    fx_method m[] = {
+        {M_ECHO, fx_echo, NULL}, {M_FAIL, fail_handler, NULL}, {M_SLOW, fx_slow_handler, &slow}};
+    qv_rpc_server *srv = fx_server_start(o, m, 3, target, sizeof(target));
+    qv_rpc_client *cli = fx_client(NULL);
+    qv_rpc_reply reply = {0};
+    qv_status err = qv_status_ok();
+
+    /* Two successes, two handler errors, one unknown method, one call whose deadline passes while
+     * its handler runs (the handler then gives up with CANCELLED). */
+    for (int i = 0; i < 2; i++) {
+        int rc = qv_rpc_call_sync(cli, target, M_ECHO, "x", 1, 5000, NULL, 0, &reply, &err);
+        cr_assert_eq(rc, QV_OK, "echo: %d %s", rc, err.msg);
+        qv_rpc_reply_free(&reply);
+    }
+    int rc = qv_rpc_call_sync(cli, target, M_FAIL, "e", 1, 5000, NULL, 0, &reply, &err);
+    cr_assert_eq(rc, QV_EINVAL, "fail(e): %d", rc);
+    rc = qv_rpc_call_sync(cli, target, M_FAIL, "n", 1, 5000, NULL, 0, &reply, &err);
+    cr_assert_eq(rc, QV_ENOTFOUND, "fail(n): %d", rc);
+    rc = qv_rpc_call_sync(cli, target, "/quiver.test.Echo/Nope", "x", 1, 5000, NULL, 0, &reply,
+                          &err);
+    cr_assert_eq(rc, QV_EUNIMPL, "unknown method: %d", rc);
+    rc = qv_rpc_call_sync(cli, target, M_SLOW, "x", 1, 150, NULL, 0, &reply, &err);
+    /* Client and handler race to notice the deadline: either answer may reach the client. */
+    cr_assert(rc == QV_ETIMEOUT || rc == QV_ECANCELLED, "slow: %d %s", rc, err.msg);
+
+    /* The hook runs after the status is handed to gRPC, so it may trail the client's result. */
+    int got = fx_wait_at_least(&log.n, 6, 5000);
+    cr_expect_eq(got, 6, "hook ran %d times for 6 calls", got);
+    uint64_t lat = 0;
+    cr_expect_eq(hook_count(&log, M_ECHO, QV_OK, &lat), 2);
+    cr_expect(lat < 5000000, "echo latency %" PRIu64 " us", lat);
+    cr_expect_eq(hook_count(&log, M_FAIL, QV_EINVAL, NULL), 1);
+    cr_expect_eq(hook_count(&log, M_FAIL, QV_ENOTFOUND, NULL), 1);
+    cr_expect_eq(hook_count(&log, "unknown", QV_EUNIMPL, NULL), 1,
+                 "an unregistered method must be reported as \"unknown\"");
+    cr_expect_eq(hook_count(&log, "/quiver.test.Echo/Nope", QV_EUNIMPL, NULL), 0);
+    cr_expect_eq(hook_count(&log, M_SLOW, QV_ECANCELLED, &lat), 1);
+    /* The slow call ran until its 150 ms deadline passed and the handler noticed. */
+    cr_expect(lat >= 100000, "slow call latency %" PRIu64 " us", lat);
+
+    qv_rpc_client_destroy(cli);
+    qv_rpc_server_destroy(srv);
+    /* Shutting down returns the unused request slots: they are not calls and are not reported. */
+    cr_expect_eq(atomic_load(&log.n), 6, "hook ran %d times after shutdown", atomic_load(&log.n));
+    pthread_mutex_destroy(&log.mu);
+    fx_expect_no_leaks();
+}
