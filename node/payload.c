@@ -540,6 +540,46 @@ static int unknown_field(compile_ctx *cx, const char *field)
     return QV_EINVAL;
 }
 
+/* The payload field a condition tests; NULL for has_id, nested and malformed conditions. */
+static const char *cond_field(const Quiver__V1__Condition *c)
+{
+    switch (c->condition_case) {
+    case QUIVER__V1__CONDITION__CONDITION_MATCH:
+        return c->match->field;
+    case QUIVER__V1__CONDITION__CONDITION_RANGE:
+        return c->range->field;
+    case QUIVER__V1__CONDITION__CONDITION_IS_EMPTY:
+        return c->is_empty->field;
+    case QUIVER__V1__CONDITION__CONDITION_IS_NULL:
+        return c->is_null->field;
+    default:
+        return NULL;
+    }
+}
+
+/* Fails on the first field of f that the index has never seen. Done before evaluating, because
+ * evaluation skips the conditions left once the result is empty: whether a filter is valid must
+ * not depend on the data (nor on the order of its conditions). */
+static int check_fields(compile_ctx *cx, const Quiver__V1__Filter *f)
+{
+    const size_t ns[3] = {f->n_must, f->n_should, f->n_must_not};
+    Quiver__V1__Condition **lists[3] = {f->must, f->should, f->must_not};
+    for (int l = 0; l < 3; l++)
+        for (size_t i = 0; i < ns[l]; i++) {
+            const Quiver__V1__Condition *c = lists[l][i];
+            if (c->condition_case == QUIVER__V1__CONDITION__CONDITION_NESTED) {
+                int rc = check_fields(cx, c->nested);
+                if (rc != 0)
+                    return rc;
+                continue;
+            }
+            const char *field = cond_field(c);
+            if (field != NULL && field_get(cx->px, field, false) == NULL)
+                return unknown_field(cx, field);
+        }
+    return 0;
+}
+
 static roaring_bitmap_t *lookup_copy(field_index *f, const void *key, size_t klen)
 {
     void **slot = qv__hmap_get(&f->values, key, klen);
@@ -867,7 +907,10 @@ int qv__pidx_compile(qv_pidx *px, const Quiver__V1__Filter *f, const roaring_bit
                      qv_pidx_id_fn idfn, void *user, roaring_bitmap_t **out, qv_status *err)
 {
     compile_ctx cx = {px, live, idfn, user, err};
-    int rc = 0;
+    *out = NULL;
+    int rc = check_fields(&cx, f);
+    if (rc != 0)
+        return rc;
     *out = eval_filter(&cx, f, &rc);
     if (*out == NULL && rc == 0) {
         *err = qv_status_make(QV_ERESOURCE, "filter: out of memory");

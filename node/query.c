@@ -387,6 +387,22 @@ static bool fill_scored(qv_coll *c, const qv_hit *h, const squery *q, qv_arena *
     return true;
 }
 
+/* Ascending distance, ties by id (numeric ids first, ascending; then UUIDs). */
+static int scored_cmp(const void *a, const void *b)
+{
+    const Quiver__V1__ScoredPoint *x = *(Quiver__V1__ScoredPoint *const *)a;
+    const Quiver__V1__ScoredPoint *y = *(Quiver__V1__ScoredPoint *const *)b;
+    if (x->distance != y->distance)
+        return x->distance < y->distance ? -1 : 1;
+    bool xu = x->id->kind_case == QUIVER__V1__POINT_ID__KIND_UUID;
+    bool yu = y->id->kind_case == QUIVER__V1__POINT_ID__KIND_UUID;
+    if (xu != yu)
+        return xu ? 1 : -1;
+    if (xu)
+        return strcmp(x->id->uuid, y->id->uuid);
+    return x->id->num < y->id->num ? -1 : x->id->num > y->id->num;
+}
+
 /* Turns hits into ScoredPoint pointers (allocated in a). */
 static Quiver__V1__ScoredPoint **build_points(qv_coll *c, const qv_hit *hits, size_t n,
                                               const squery *q, qv_arena *a, keep *kp, size_t *m)
@@ -401,6 +417,7 @@ static Quiver__V1__ScoredPoint **build_points(qv_coll *c, const qv_hit *hits, si
             v[*m] = &sp[*m];
             (*m)++;
         }
+    qsort(v, *m, sizeof(*v), scored_cmp);
     return v;
 }
 
