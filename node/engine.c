@@ -598,7 +598,12 @@ static int coll_new(qv_engine *e, const uint8_t *cfg_bytes, size_t len, qv_coll 
     qv_coll *c = calloc(1, sizeof(*c));
     if (c == NULL)
         CFG_FAIL(QV_ERESOURCE, "out of memory");
-    pthread_rwlock_init(&c->rw, NULL);
+    /* writer-preferring: a steady stream of searches must not starve the applier */
+    pthread_rwlockattr_t ra;
+    pthread_rwlockattr_init(&ra);
+    pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&c->rw, &ra);
+    pthread_rwlockattr_destroy(&ra);
     pthread_mutex_init(&c->mu, NULL);
     pthread_mutex_init(&c->snap_mu, NULL);
     pthread_cond_init(&c->work_cv, NULL);
