@@ -777,20 +777,8 @@ static roaring_bitmap_t *eval_match(compile_ctx *cx, field_index *f,
 
 static roaring_bitmap_t *eval_cond(compile_ctx *cx, const Quiver__V1__Condition *c, int *rc)
 {
-    const char *field = NULL;
+    const char *field = cond_field(c);
     switch (c->condition_case) {
-    case QUIVER__V1__CONDITION__CONDITION_MATCH:
-        field = c->match->field;
-        break;
-    case QUIVER__V1__CONDITION__CONDITION_RANGE:
-        field = c->range->field;
-        break;
-    case QUIVER__V1__CONDITION__CONDITION_IS_EMPTY:
-        field = c->is_empty->field;
-        break;
-    case QUIVER__V1__CONDITION__CONDITION_IS_NULL:
-        field = c->is_null->field;
-        break;
     case QUIVER__V1__CONDITION__CONDITION_NESTED:
         return eval_filter(cx, c->nested, rc);
     case QUIVER__V1__CONDITION__CONDITION_HAS_ID: {
