@@ -2523,9 +2523,20 @@ int qv__engine_drop(qv_engine *e, const char *name, bool *dropped, qv_status *er
     int rc = 0;
     if (rerr != NULL)
         rc = rdb_fail(err, "dropping the collection", rerr);
-    else
-        for (int cf = CF_LOG; cf <= CF_PAYLOAD; cf++) /* give the disk back now */
+    else {
+        /* give the disk back now: flush every family (meta too) so that the write-ahead log
+         * holding the dropped records can be deleted, then compact the ranges away */
+        rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
+        rocksdb_flushoptions_set_wait(fo, 1);
+        for (int cf = CF_META; cf < CF_COUNT; cf++) {
+            char *ferr = NULL;
+            rocksdb_flush_cf(e->db, fo, e->cf[cf], &ferr);
+            rocksdb_free(ferr);
+        }
+        rocksdb_flushoptions_destroy(fo);
+        for (int cf = CF_LOG; cf <= CF_PAYLOAD; cf++)
             rocksdb_compact_range_cf(e->db, e->cf[cf], (const char *)lo, 8, (const char *)hi, 8);
+    }
     char path[4200];
     snap_path(c, path, sizeof(path));
     unlink(path);

@@ -51,6 +51,73 @@ bool qv__utf8_valid(const char *str, size_t len)
     return true;
 }
 
+static bool read_varint(const uint8_t *b, size_t len, size_t *o, uint64_t *v)
+{
+    *v = 0;
+    for (int shift = 0; shift < 64 && *o < len; shift += 7) {
+        uint8_t byte = b[(*o)++];
+        *v |= (uint64_t)(byte & 0x7F) << shift;
+        if ((byte & 0x80) == 0)
+            return true;
+    }
+    return false;
+}
+
+static int strings_check(const ProtobufCMessageDescriptor *d, const uint8_t *b, size_t len,
+                         int depth, qv_status *err)
+{
+    size_t o = 0;
+    while (o < len && depth < 64) {
+        uint64_t tag, n;
+        if (!read_varint(b, len, &o, &tag))
+            return 0;
+        switch (tag & 7) {
+        case 0:
+            if (!read_varint(b, len, &o, &n))
+                return 0;
+            break;
+        case 1:
+            o += 8;
+            break;
+        case 5:
+            o += 4;
+            break;
+        case 2: {
+            if (!read_varint(b, len, &o, &n) || n > len - o)
+                return 0;
+            const ProtobufCFieldDescriptor *f =
+                tag >> 3 <= UINT32_MAX
+                    ? protobuf_c_message_descriptor_get_field(d, (unsigned)(tag >> 3))
+                    : NULL;
+            if (f != NULL && f->type == PROTOBUF_C_TYPE_STRING &&
+                (memchr(b + o, 0, n) != NULL || !qv__utf8_valid((const char *)b + o, n))) {
+                *err = qv_status_make(QV_EINVAL,
+                                      "%s.%s: string is not valid UTF-8 or holds a NUL "
+                                      "byte",
+                                      d->short_name, f->name);
+                return QV_EINVAL;
+            }
+            if (f != NULL && f->type == PROTOBUF_C_TYPE_MESSAGE) {
+                int rc = strings_check(f->descriptor, b + o, n, depth + 1, err);
+                if (rc != 0)
+                    return rc;
+            }
+            o += n;
+            break;
+        }
+        default:
+            return 0;
+        }
+    }
+    return 0;
+}
+
+int qv__proto_strings_check(const ProtobufCMessageDescriptor *d, const uint8_t *buf, size_t len,
+                            qv_status *err)
+{
+    return strings_check(d, buf, len, 0, err);
+}
+
 static int validate_value(const Quiver__V1__Value *v, const char *key, int depth, qv_status *err)
 {
     if (v == NULL)

@@ -33,6 +33,13 @@ int qv__payload_validate(const Quiver__V1__Payload *p, qv_status *err);
 /* True when s[0..len) is valid UTF-8. */
 bool qv__utf8_valid(const char *s, size_t len);
 
+/* Checks every string field of a serialised message of type d (recursively through nested and map
+ * messages) on the wire, before protobuf-c turns it into C strings that would silently end at an
+ * embedded NUL: each must be valid UTF-8 without NUL. Returns 0, or QV_EINVAL with the field's
+ * name. Malformed wire data is left to the unpacker (returns 0). */
+int qv__proto_strings_check(const ProtobufCMessageDescriptor *d, const uint8_t *buf, size_t len,
+                            qv_status *err);
+
 /* CRoaring 0.2 does not accept NULL in roaring_bitmap_free. */
 static inline void qv__bm_free(roaring_bitmap_t *b)
 {

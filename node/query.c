@@ -427,7 +427,11 @@ static uint32_t shard0 = 0;
  * Collections service
  * ------------------------------------------------------------------------------------------- */
 
+/* Checks the strings on the wire (protobuf-c would cut them at a NUL), then unpacks. */
 #define UNPACK(type, fn, ctx, req, len, name)                                                      \
+    qv_status wire_st_;                                                                            \
+    if (qv__proto_strings_check(&fn##__descriptor, req, len, &wire_st_) != 0)                      \
+        return fail(ctx, &wire_st_);                                                               \
     type *in = fn##__unpack(NULL, len, req);                                                       \
     if (in == NULL)                                                                                \
         return qv_rpc_ctx_fail(ctx, QV_EINVAL, "malformed " name);

@@ -525,8 +525,24 @@ class BadInputTest(unittest.TestCase):
         self.assertEqual(wire.count(marker.encode()), 1)
         wire = wire.replace(marker.encode(), b"bad\xff\xfe\xc0\x80tail!")
         call = self.raw("/quiver.v1.Points/Upsert")
-        self.reject(self.INVALID, lambda: call(wire, timeout=T), "point 0", "'name'",
+        self.reject(self.INVALID, lambda: call(wire, timeout=T), "string_value",
                     "not valid UTF-8")
+
+    def test_payload_string_with_nul_byte(self):
+        # protobuf-c would hand the node a C string cut at the NUL: checked on the wire instead.
+        self.reject(self.INVALID, self.upsert([point(3000, [1.0, 2.0, 3.0, 4.0],
+                                                     {"s": "ab\x00cd"})]),
+                    "string_value", "NUL")
+
+    def test_payload_key_with_nul_byte(self):
+        self.reject(self.INVALID, self.upsert([point(3000, [1.0, 2.0, 3.0, 4.0],
+                                                     {"ab\x00key": 1})]),
+                    "FieldsEntry.key", "NUL")
+
+    def test_collection_name_with_nul_byte(self):
+        self.reject(self.INVALID, self.upsert([point(3000, [1.0, 2.0, 3.0, 4.0])],
+                                              coll="main\x00x"),
+                    "collection", "NUL")
 
     def test_payload_nan_double(self):
         self.reject(self.INVALID, self.upsert([point(3000, [1.0, 2.0, 3.0, 4.0],
