@@ -6,5 +6,6 @@
 int qv_bench_rpc(int argc, char **argv);
 int qv_bench_ann(int argc, char **argv);
 int qv_bench_gossip(int argc, char **argv);
+int qv_bench_node(int argc, char **argv);
 
 #endif

@@ -12,6 +12,8 @@ static void usage(FILE *out)
                  "benchmarks:\n"
                  "  ann    ANN indexes: recall@k, QPS, latency, build time and memory per vector\n"
                  "  gossip SWIM gossip in the simulator: detection time, false positives, traffic\n"
+                 "  node   a quiver-node over gRPC: ingest points/s, search QPS, latency and\n"
+                 "         recall, against the same index in process\n"
                  "  rpc    unary gRPC echo over loopback: QPS and latency at several in-flight "
                  "depths\n"
                  "\n"
@@ -34,6 +36,8 @@ int main(int argc, char **argv)
         return qv_bench_ann(argc - 1, argv + 1);
     if (strcmp(argv[1], "gossip") == 0)
         return qv_bench_gossip(argc - 1, argv + 1);
+    if (strcmp(argv[1], "node") == 0)
+        return qv_bench_node(argc - 1, argv + 1);
     if (strcmp(argv[1], "rpc") == 0)
         return qv_bench_rpc(argc - 1, argv + 1);
     fprintf(stderr, "quiver-bench: unknown benchmark '%s'\n\n", argv[1]);

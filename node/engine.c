@@ -2573,7 +2573,8 @@ int qv__coll_info(qv_coll *c, qv_arena *a, Quiver__V1__CollectionInfo *info)
     }
     pthread_rwlock_unlock(&c->rw);
     info->points_count = points;
-    info->indexed_points_count = training ? 0 : st.count;
+    /* the index learns of a point just before the live set does: never report more indexed */
+    info->indexed_points_count = training ? 0 : (st.count < points ? st.count : points);
     info->memory_bytes = mem;
     /* disk: the collection's key ranges plus its snapshot */
     uint8_t lo[8], hi[8];

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const char summary[] =
     "quiver-node - a Quiver shard node.\n"
@@ -123,7 +124,8 @@ int main(int argc, char **argv)
          .type = QV_OPT_UINT,
          .target = &workers,
          .def = "0",
-         .help = "RPC handler threads (0: one per CPU, at least 2)",
+         .help = "RPC handler threads (0: four per CPU, at least 8: writes wait for their log "
+                 "fsync on a handler thread, and more of them waiting at once share one fsync)",
          .min = 0,
          .max = 1024},
         {.name = "max-message-mb",
@@ -463,6 +465,10 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    if (workers == 0) {
+        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+        workers = ncpu > 2 ? (uint64_t)ncpu * 4 : 8;
+    }
     qv_node_opts nopts = {
         .dev = dev,
         .data_dir = data_dir,
