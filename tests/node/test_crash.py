@@ -32,11 +32,9 @@ Usage: test_crash.py --node build/bin/quiver-node --python-dir build/python [--s
                      [--rounds N] [-v]
 """
 import argparse
-import atexit
 import os
 import random
 import re
-import select
 import shutil
 import signal
 import struct
@@ -48,104 +46,28 @@ import time
 import unittest
 import uuid
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import nodeproc  # noqa: E402
+
 ARGS = None
 DIM = 32
 COLL = "crash"
 WRITERS = 4
 NEW_IDS_PER_WRITER = 2000  # bounds the collection (and each recovery) at 8,000 points
-START_TIMEOUT_S = 90
-STOP_TIMEOUT_S = 90
 RPC_TIMEOUT_S = 60
 SIGTERM_ROUNDS = (7, 16)
 grpc = C = CG = P = PG = M = None  # imported in main() once --python-dir is known
 
 
-LIVE = set()  # node processes not yet reaped, killed at exit whatever happens
-
-
-def _kill_live():
-    for proc in list(LIVE):
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
-def _node_cmd(args):
-    """No preexec_fn: a fork() runs gRPC's fork handlers, which can hang with its threads up.
-    setpriv sets PR_SET_PDEATHSIG, so a node dies with this process even on SIGKILL."""
-    setpriv = shutil.which("setpriv")
-    return ([setpriv, "--pdeathsig", "KILL"] if setpriv else []) + [ARGS.node, *args]
-
-
-class Node:
+class Node(nodeproc.Node):
     """One quiver-node process on `data`; stderr goes to `log_path`."""
 
     def __init__(self, data, log_path, extra=()):
-        self.log_path = log_path
-        self.channel = None
-        cmd = _node_cmd(["--dev", "--data", data, "--grpc", "127.0.0.1:0", "--gossip", "off",
-                         *extra])
-        env = {k: v for k, v in os.environ.items() if not k.startswith("QUIVER_")}
-        self.log = open(log_path, "w")
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, bufsize=0,
-                                     env=env)
-        LIVE.add(self.proc)
-        line = self._read_line(START_TIMEOUT_S)
-        m = re.search(r"quiver-node ready: .* port=(\d+) ", line)
-        if not m:
+        super().__init__(ARGS.node, data, log_path, extra)
+        if self.port is None:
+            line = self.first_line
             self.kill()
             raise AssertionError(f"node did not start: {line!r}\n{self.tail()}")
-        self.port = int(m.group(1))
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
-        self.points = PG.PointsStub(self.channel)
-        self.colls = CG.CollectionsStub(self.channel)
-
-    def _read_line(self, timeout):
-        fd = self.proc.stdout.fileno()
-        deadline = time.monotonic() + timeout
-        buf = b""
-        while b"\n" not in buf:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                return buf.decode(errors="replace") + " [timed out]"
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                return buf.decode(errors="replace") + f" [exited {self.proc.wait()}]"
-            buf += chunk
-        return buf.decode(errors="replace")
-
-    def stderr(self):
-        if not self.log.closed:
-            self.log.flush()
-        with open(self.log_path, errors="replace") as f:
-            return f.read()
-
-    def tail(self, n=40):
-        return "".join(self.stderr().splitlines(keepends=True)[-n:])
-
-    def close_channel(self):
-        if self.channel is not None:
-            self.channel.close()
-            self.channel = None
-
-    def signal(self, sig):
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-
-    def wait(self, timeout=STOP_TIMEOUT_S):
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
-
-    def kill(self):
-        self.close_channel()
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        LIVE.discard(self.proc)
-        self.proc.stdout.close()
-        self.log.close()
 
 
 def f32(values):
@@ -385,14 +307,15 @@ class CrashTest(unittest.TestCase):
         log = os.path.join(self.tmp, f"node-{rnd:02d}-killed-starting.log")
         env = {k: v for k, v in os.environ.items() if not k.startswith("QUIVER_")}
         with open(log, "w") as f:
-            proc = subprocess.Popen(_node_cmd(["--dev", "--data", self.data, "--grpc",
-                                               "127.0.0.1:0", "--gossip", "off", *extra]),
+            proc = subprocess.Popen(nodeproc.node_cmd(ARGS.node, ["--dev", "--data", self.data,
+                                                                   "--grpc", "127.0.0.1:0",
+                                                                   "--gossip", "off", *extra]),
                                     stdout=subprocess.DEVNULL, stderr=f, env=env)
-            LIVE.add(proc)
+            nodeproc.LIVE.add(proc)
             time.sleep(after)
             proc.kill()
             proc.wait()
-            LIVE.discard(proc)
+            nodeproc.LIVE.discard(proc)
         with open(log, errors="replace") as f:
             text = f.read()
         bad = [ln for ln in text.splitlines()
@@ -610,14 +533,8 @@ def main():
     parser.add_argument("--keep", action="store_true", help="keep the data dir and node logs")
     ARGS, rest = parser.parse_known_args()
     ARGS.verbose = "-v" in rest
-    sys.path.insert(0, ARGS.python_dir)
-    os.environ["GRPC_ENABLE_FORK_SUPPORT"] = "0"  # before gRPC loads: no fork handlers
-    import grpc as _grpc
-    from quiver.v1 import collections_pb2, collections_pb2_grpc, common_pb2, points_pb2
-    from quiver.v1 import points_pb2_grpc
-    grpc, C, CG, P, PG, M = (_grpc, collections_pb2, collections_pb2_grpc, points_pb2,
-                             points_pb2_grpc, common_pb2)
-    atexit.register(_kill_live)
+    st = nodeproc.load_stubs(ARGS.python_dir)
+    grpc, C, CG, P, PG, M = st.grpc, st.C, st.CG, st.P, st.PG, st.M
     signal.signal(signal.SIGTERM, lambda s, f: sys.exit(128 + s))
     suite = unittest.defaultTestLoader.loadTestsFromTestCase(CrashTest)
     result = unittest.TextTestRunner(verbosity=2 if ARGS.verbose else 1).run(suite)

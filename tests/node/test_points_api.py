@@ -24,6 +24,9 @@ import unittest
 import urllib.error
 import urllib.request
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import nodeproc  # noqa: E402
+
 ARGS = None
 T = 60  # seconds: deadline of every call
 
@@ -33,59 +36,26 @@ grpc = C = CG = P = PG = M = H = HG = None
 
 def load_stubs(python_dir):
     global grpc, C, CG, P, PG, M, H, HG
-    sys.path.insert(0, python_dir)
-    import grpc as _grpc
-    # The generated package 'grpc.health.v1' must merge with the installed 'grpc' package.
-    _grpc.__path__.append(os.path.join(python_dir, "grpc"))
-    from grpc.health.v1 import health_pb2, health_pb2_grpc
-    from quiver.v1 import collections_pb2, collections_pb2_grpc, common_pb2, points_pb2
-    from quiver.v1 import points_pb2_grpc
-    grpc, C, CG, P, PG, M = (_grpc, collections_pb2, collections_pb2_grpc, points_pb2,
-                             points_pb2_grpc, common_pb2)
-    H, HG = health_pb2, health_pb2_grpc
-
-
-def die_with_parent():
-    """Runs in the child before exec: the node gets SIGKILL if this test process dies (a ctest
-    timeout, say) before its finally clauses can stop it."""
-    try:
-        import ctypes
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+    st = nodeproc.load_stubs(python_dir)
+    grpc, C, CG, P, PG, M, H, HG = st.grpc, st.C, st.CG, st.P, st.PG, st.M, st.H, st.HG
 
 
 def start_node(data_dir, log_path):
-    """Starts quiver-node --dev on free ports; returns (process, grpc address, http port)."""
-    log = open(log_path, "w")
-    try:
-        proc = subprocess.Popen(
-            [ARGS.node, "--dev", "--data", data_dir, "--grpc", "127.0.0.1:0", "--gossip", "off",
-             "--http", "127.0.0.1:0", "--log-level", "warn"],
-            stdout=subprocess.PIPE, stderr=log, text=True, preexec_fn=die_with_parent)
-    finally:
-        log.close()
-    line = proc.stdout.readline()
-    m = re.search(r"quiver-node ready: .* port=(\d+) .* http_port=(\d+)", line)
-    if not m:
-        stop_node(proc)
+    """Starts quiver-node --dev on free ports; returns (node, grpc address, http port)."""
+    node = nodeproc.Node(ARGS.node, data_dir, log_path, extra=("--log-level", "warn"), http=True)
+    if node.port is None:
+        line = node.first_line
+        node.kill()
         with open(log_path) as f:
             raise RuntimeError(f"node did not start: {line!r}\n{f.read()}")
-    return proc, f"127.0.0.1:{m.group(1)}", int(m.group(2))
+    return node, node.addr, node.http_port
 
 
-def stop_node(proc):
+def stop_node(node):
     """SIGTERM, then SIGKILL if it does not exit; returns the exit code."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    if proc.stdout is not None:
-        proc.stdout.close()
-    return proc.returncode
+    code = node.stop()
+    node.kill()
+    return code if code is not None else node.proc.returncode
 
 
 # ---- messages ----------------------------------------------------------------------------------

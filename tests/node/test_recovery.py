@@ -24,11 +24,9 @@ Each test has its own data directory and node processes (--dev, gossip off):
 Usage: test_recovery.py --node build/bin/quiver-node --python-dir build/python [-v]
 """
 import argparse
-import atexit
 import os
 import random
 import re
-import select
 import shutil
 import signal
 import struct
@@ -38,98 +36,20 @@ import tempfile
 import time
 import unittest
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import nodeproc  # noqa: E402
+
 ARGS = None
-START_TIMEOUT_S = 90
-STOP_TIMEOUT_S = 90
+STOP_TIMEOUT_S = nodeproc.STOP_TIMEOUT_S
 RPC_TIMEOUT_S = 60
 grpc = C = CG = P = PG = M = None  # imported in main() once --python-dir is known
 
 
-LIVE = set()  # node processes not yet reaped, killed at exit whatever happens
-
-
-def _kill_live():
-    for proc in list(LIVE):
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
-def _node_cmd(args):
-    """No preexec_fn: a fork() runs gRPC's fork handlers, which can hang with its threads up.
-    setpriv sets PR_SET_PDEATHSIG, so a node dies with this process even on SIGKILL."""
-    setpriv = shutil.which("setpriv")
-    return ([setpriv, "--pdeathsig", "KILL"] if setpriv else []) + [ARGS.node, *args]
-
-
-class Node:
-    """One quiver-node process on `data`; stderr goes to `log_path`."""
+class Node(nodeproc.Node):
+    """One quiver-node process on `data`; stderr goes to `log_path` (port None: not ready)."""
 
     def __init__(self, data, log_path, extra=()):
-        self.log_path = log_path
-        self.channel = None
-        cmd = _node_cmd(["--dev", "--data", data, "--grpc", "127.0.0.1:0", "--gossip", "off",
-                         *extra])
-        env = {k: v for k, v in os.environ.items() if not k.startswith("QUIVER_")}
-        self.log = open(log_path, "w")
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, bufsize=0,
-                                     env=env)
-        LIVE.add(self.proc)
-        self.first_line = self._read_line(START_TIMEOUT_S)
-        m = re.search(r"quiver-node ready: .* port=(\d+) ", self.first_line)
-        self.port = int(m.group(1)) if m else None
-        if m:
-            self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
-            self.points = PG.PointsStub(self.channel)
-            self.colls = CG.CollectionsStub(self.channel)
-
-    def _read_line(self, timeout):
-        fd = self.proc.stdout.fileno()
-        deadline = time.monotonic() + timeout
-        buf = b""
-        while b"\n" not in buf:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                return buf.decode(errors="replace") + " [timed out]"
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                return buf.decode(errors="replace") + f" [exited {self.proc.wait()}]"
-            buf += chunk
-        return buf.decode(errors="replace")
-
-    def stderr(self):
-        if not self.log.closed:
-            self.log.flush()
-        with open(self.log_path, errors="replace") as f:
-            return f.read()
-
-    def tail(self, n=30):
-        return "".join(self.stderr().splitlines(keepends=True)[-n:])
-
-    def close_channel(self):
-        if self.channel is not None:
-            self.channel.close()
-            self.channel = None
-
-    def stop(self, sig=signal.SIGTERM):
-        """Sends sig and returns the exit status (None: still running after the timeout)."""
-        self.close_channel()
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            return None
-
-    def kill(self):
-        self.close_channel()
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        LIVE.discard(self.proc)
-        self.proc.stdout.close()
-        if not self.log.closed:
-            self.log.close()
+        super().__init__(ARGS.node, data, log_path, extra)
 
 
 def f32(values):
@@ -467,14 +387,8 @@ def main():
     parser.add_argument("--python-dir", required=True)
     ARGS, rest = parser.parse_known_args()
     ARGS.verbose = "-v" in rest
-    sys.path.insert(0, ARGS.python_dir)
-    os.environ["GRPC_ENABLE_FORK_SUPPORT"] = "0"  # before gRPC loads: no fork handlers
-    import grpc as _grpc
-    from quiver.v1 import collections_pb2, collections_pb2_grpc, common_pb2, points_pb2
-    from quiver.v1 import points_pb2_grpc
-    grpc, C, CG, P, PG, M = (_grpc, collections_pb2, collections_pb2_grpc, points_pb2,
-                             points_pb2_grpc, common_pb2)
-    atexit.register(_kill_live)
+    st = nodeproc.load_stubs(ARGS.python_dir)
+    grpc, C, CG, P, PG, M = st.grpc, st.C, st.CG, st.P, st.PG, st.M
     signal.signal(signal.SIGTERM, lambda s, f: sys.exit(128 + s))
     suite = unittest.defaultTestLoader.loadTestsFromTestCase(RecoveryTest)
     result = unittest.TextTestRunner(verbosity=2 if ARGS.verbose else 1).run(suite)
