@@ -138,3 +138,22 @@ class Node:
         self.proc.stdout.close()
         if not self.log.closed:
             self.log.close()
+
+
+def start_node(node_bin, data_dir, log_path):
+    """A node with HTTP, logging warnings and errors only; returns (node, grpc address, http
+    port) or raises with the node's log when it does not come up."""
+    node = Node(node_bin, data_dir, log_path, extra=("--log-level", "warn"), http=True)
+    if node.port is None:
+        line = node.first_line
+        node.kill()
+        with open(log_path) as f:
+            raise RuntimeError(f"node did not start: {line!r}\n{f.read()}")
+    return node, node.addr, node.http_port
+
+
+def stop_node(node):
+    """SIGTERM, then SIGKILL if it does not exit; returns the exit code."""
+    code = node.stop()
+    node.kill()
+    return code if code is not None else node.proc.returncode

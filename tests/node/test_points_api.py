@@ -41,21 +41,10 @@ def load_stubs(python_dir):
 
 
 def start_node(data_dir, log_path):
-    """Starts quiver-node --dev on free ports; returns (node, grpc address, http port)."""
-    node = nodeproc.Node(ARGS.node, data_dir, log_path, extra=("--log-level", "warn"), http=True)
-    if node.port is None:
-        line = node.first_line
-        node.kill()
-        with open(log_path) as f:
-            raise RuntimeError(f"node did not start: {line!r}\n{f.read()}")
-    return node, node.addr, node.http_port
+    return nodeproc.start_node(ARGS.node, data_dir, log_path)
 
 
-def stop_node(node):
-    """SIGTERM, then SIGKILL if it does not exit; returns the exit code."""
-    code = node.stop()
-    node.kill()
-    return code if code is not None else node.proc.returncode
+stop_node = nodeproc.stop_node
 
 
 # ---- messages ----------------------------------------------------------------------------------
