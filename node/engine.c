@@ -779,7 +779,8 @@ static int entry_decode(const char *rec, size_t len, uint32_t dim, qv_entry **ou
         return QV_ECORRUPT;
     }
     size_t n = get_le32(b + 12);
-    if (n > QV_MAX_BATCH * 2 + 1) {
+    if (n > (len - ENTRY_HDR) / 14) { /* a point takes at least 14 bytes (filter deletes may hold
+                                         more points than an upsert batch) */
         *err = qv_status_make(QV_ECORRUPT, "log entry with %zu points", n);
         return QV_ECORRUPT;
     }
@@ -1284,8 +1285,11 @@ static void *committer_main(void *arg)
     for (;;) {
         while (!c->stop && (c->q_head == NULL || c->a_bytes > APPLY_QUEUE_MAX_BYTES))
             pthread_cond_wait(&c->work_cv, &c->mu);
-        if (c->q_head == NULL && c->stop)
+        if (c->q_head == NULL && c->stop) {
+            c->committer_done = true;
+            pthread_cond_broadcast(&c->apply_cv);
             break;
+        }
         size_t n = 0;
         bool barrier = false;
         while (c->q_head != NULL && n < GROUP_MAX) {
@@ -1351,9 +1355,10 @@ static void *applier_main(void *arg)
     qv_coll *c = arg;
     pthread_mutex_lock(&c->mu);
     for (;;) {
-        while (!c->stop && c->a_head == NULL)
+        /* runs until the committer has exited and everything it committed is applied */
+        while (!c->committer_done && c->a_head == NULL)
             pthread_cond_wait(&c->apply_cv, &c->mu);
-        if (c->a_head == NULL && c->stop)
+        if (c->a_head == NULL && c->committer_done)
             break;
         qv_entry *e = c->a_head;
         c->a_head = e->next;
@@ -1365,6 +1370,7 @@ static void *applier_main(void *arg)
             c->a_bytes -= e->bytes;
             entry_free(e);
             pthread_cond_broadcast(&c->done_cv);
+            pthread_cond_signal(&c->work_cv); /* back-pressure may have lifted */
             continue;
         }
         pthread_mutex_unlock(&c->mu);
@@ -1382,9 +1388,10 @@ static void *applier_main(void *arg)
 
         pthread_mutex_lock(&c->mu);
         if (rc != 0)
-            coll_fail(c, &st);
+            coll_fail(c, &st); /* applied_index stays: waiters for this entry see the failure */
+        else
+            c->applied_index = e->index;
         c->a_bytes -= e->bytes;
-        c->applied_index = e->index;
         pthread_cond_broadcast(&c->done_cv);
         pthread_cond_signal(&c->work_cv); /* back-pressure may have lifted */
         entry_free(e);
@@ -1673,7 +1680,7 @@ static int coll_snapshot(qv_coll *c, qv_status *err)
 {
     qv_engine *e = c->eng;
     pthread_mutex_lock(&c->snap_mu);
-    if (c->pending != NULL || c->state_index == c->snap_index) {
+    if (atomic_load(&c->dropped) || c->pending != NULL || c->state_index == c->snap_index) {
         pthread_mutex_unlock(&c->snap_mu);
         return 0;
     }
@@ -2192,6 +2199,69 @@ static void engine_free(qv_engine *e)
     free(e);
 }
 
+static bool uid_known(qv_engine *e, uint64_t uid)
+{
+    for (size_t i = 0; i < e->ncolls; i++)
+        if (e->colls[i]->uid == uid)
+            return true;
+    return false;
+}
+
+/* Removes what a drop interrupted by a crash left behind: records of uids that no collection
+ * has any more (its definition is deleted first) and snapshot files of such uids. */
+static void gc_orphans(qv_engine *e)
+{
+    for (const char *tag = "as"; *tag != '\0'; tag++) {
+        uint64_t orphans[64];
+        size_t n = 0;
+        rocksdb_iterator_t *it = rocksdb_create_iterator_cf(e->db, e->ro, e->cf[CF_META]);
+        for (rocksdb_iter_seek(it, tag, 1); rocksdb_iter_valid(it) && n < 64;
+             rocksdb_iter_next(it)) {
+            size_t kl;
+            const char *k = rocksdb_iter_key(it, &kl);
+            if (kl != 9 || k[0] != *tag)
+                break;
+            uint64_t uid = get_be64((const uint8_t *)k + 1);
+            if (!uid_known(e, uid))
+                orphans[n++] = uid;
+        }
+        rocksdb_iter_destroy(it);
+        for (size_t i = 0; i < n; i++) {
+            rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+            uint8_t mk[9], lo[8], hi[8];
+            mk[0] = (uint8_t)*tag;
+            put_be64(mk + 1, orphans[i]);
+            rocksdb_writebatch_delete_cf(wb, e->cf[CF_META], (const char *)mk, 9);
+            put_be64(lo, orphans[i]);
+            put_be64(hi, orphans[i] + 1);
+            for (int cf = CF_LOG; cf <= CF_PAYLOAD; cf++)
+                rocksdb_writebatch_delete_range_cf(wb, e->cf[cf], (const char *)lo, 8,
+                                                   (const char *)hi, 8);
+            char *rerr = NULL;
+            rocksdb_write(e->db, e->wo_sync, wb, &rerr);
+            rocksdb_writebatch_destroy(wb);
+            rocksdb_free(rerr);
+            qv_log(QV_LOG_INFO, MOD, "removed the records of a dropped collection (uid %016llx)",
+                   (unsigned long long)orphans[i]);
+        }
+    }
+    DIR *d = opendir(e->snap_dir);
+    if (d == NULL)
+        return;
+    for (struct dirent *de; (de = readdir(d)) != NULL;) {
+        unsigned long long uid;
+        char tail[8];
+        if (sscanf(de->d_name, "%16llx.%7s", &uid, tail) == 2 && strcmp(tail, "qvi") == 0 &&
+            !uid_known(e, uid)) {
+            char path[4200];
+            snprintf(path, sizeof(path), "%s/%s", e->snap_dir, de->d_name);
+            if (unlink(path) == 0)
+                qv_log(QV_LOG_INFO, MOD, "removed %s (no collection has uid %016llx)", path, uid);
+        }
+    }
+    closedir(d);
+}
+
 int qv__engine_open(const char *data_dir, const qv_engine_opts *opts, qv_engine **out,
                     qv_status *err)
 {
@@ -2301,6 +2371,8 @@ int qv__engine_open(const char *data_dir, const qv_engine_opts *opts, qv_engine 
         }
     }
     rocksdb_iter_destroy(it);
+    if (rc == 0)
+        gc_orphans(e);
     if (rc == 0 && pthread_create(&e->bg, NULL, bg_main, e) != 0) {
         rc = QV_ERESOURCE;
         *err = qv_status_make(QV_ERESOURCE, "cannot start the storage background thread");
@@ -2338,7 +2410,8 @@ void qv__engine_close(qv_engine *e)
         qv_coll *c = e->colls[i];
         coll_stop_threads(c);
         qv_status st;
-        (void)coll_snapshot(c, &st);
+        if (!c->failed) /* its index may hold part of a failed entry: rebuilt at the next start */
+            (void)coll_snapshot(c, &st);
         qv__coll_put(c);
     }
     e->ncolls = 0;
@@ -2493,6 +2566,19 @@ int qv__engine_drop(qv_engine *e, const char *name, bool *dropped, qv_status *er
         *err = qv_status_make(QV_ENOTFOUND, "collection '%.80s' does not exist", name);
         return QV_ENOTFOUND;
     }
+    /* the definition goes now, durably, while the name is still reserved: a Create of the same
+     * name after this point writes a record of its own that nothing below touches */
+    char key[1 + QV_NAME_MAX];
+    key[0] = 'c';
+    size_t kl = strlen(c->name);
+    memcpy(key + 1, c->name, kl);
+    char *rerr = NULL;
+    rocksdb_delete_cf(e->db, e->wo_sync, e->cf[CF_META], key, kl + 1, &rerr);
+    if (rerr != NULL) {
+        pthread_mutex_unlock(&e->mu);
+        *dropped = false;
+        return rdb_fail(err, "dropping the collection", rerr);
+    }
     memmove(&e->colls[pos], &e->colls[pos + 1], (e->ncolls - pos - 1) * sizeof(qv_coll *));
     e->ncolls--;
     atomic_store(&c->dropped, true);
@@ -2502,11 +2588,6 @@ int qv__engine_drop(qv_engine *e, const char *name, bool *dropped, qv_status *er
     pthread_mutex_lock(&c->snap_mu); /* no snapshot in progress */
     pthread_mutex_unlock(&c->snap_mu);
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
-    char key[1 + QV_NAME_MAX];
-    key[0] = 'c';
-    size_t kl = strlen(c->name);
-    memcpy(key + 1, c->name, kl);
-    rocksdb_writebatch_delete_cf(wb, e->cf[CF_META], key, kl + 1);
     uint8_t mk[9];
     meta_key('a', c, mk);
     rocksdb_writebatch_delete_cf(wb, e->cf[CF_META], (const char *)mk, 9);
@@ -2517,7 +2598,6 @@ int qv__engine_drop(qv_engine *e, const char *name, bool *dropped, qv_status *er
     put_be64(hi, c->uid + 1);
     for (int cf = CF_LOG; cf <= CF_PAYLOAD; cf++)
         rocksdb_writebatch_delete_range_cf(wb, e->cf[cf], (const char *)lo, 8, (const char *)hi, 8);
-    char *rerr = NULL;
     rocksdb_write(e->db, e->wo_sync, wb, &rerr);
     rocksdb_writebatch_destroy(wb);
     int rc = 0;
@@ -2556,6 +2636,7 @@ int qv__coll_info(qv_coll *c, qv_arena *a, Quiver__V1__CollectionInfo *info)
     pthread_mutex_lock(&c->mu);
     bool behind = c->applied_index < c->last_index;
     bool failed = c->failed;
+    uint64_t keymap_bytes = c->keymap.cap * sizeof(qv_hmap_slot) + c->keymap.len * 24;
     pthread_mutex_unlock(&c->mu);
     pthread_rwlock_rdlock(&c->rw);
     uint64_t points = roaring_bitmap_get_cardinality(c->live);
@@ -2564,8 +2645,8 @@ int qv__coll_info(qv_coll *c, qv_arena *a, Quiver__V1__CollectionInfo *info)
     bool training = c->pending != NULL;
     qv_index_stats st;
     qv_index_stats_get(c->index, &st);
-    uint64_t mem = st.bytes_ram + st.bytes_vectors + pbytes + c->iid_cap * (QV_KEY_MAX + 1) +
-                   c->keymap.cap * sizeof(qv_hmap_slot) + c->keymap.len * 24;
+    uint64_t mem =
+        st.bytes_ram + st.bytes_vectors + pbytes + c->iid_cap * (QV_KEY_MAX + 9) + keymap_bytes;
     if (c->pending != NULL) {
         qv_index_stats ps;
         qv_index_stats_get(c->pending, &ps);

@@ -127,7 +127,8 @@ struct qv_coll {
     qv_entry *a_head, *a_tail;
     size_t a_bytes;
     bool stop;
-    bool failed; /* a storage error: writes refused until restart */
+    bool committer_done; /* the committer has exited: nothing more reaches the apply queue */
+    bool failed;         /* a storage error: writes refused until restart */
     char failed_msg[QV_STATUS_MSG_MAX];
     pthread_t committer, applier;
     bool threads_started;

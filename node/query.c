@@ -200,19 +200,22 @@ static int run_search(qv_coll *c, const squery *q, qv_hit *out, size_t *n, qv_st
             *err = qv_status_make(QV_ERESOURCE, "out of memory");
         } else {
             rc = qv_index_search(c->pending, q->vec, kk, &sp, fp, tmp, &got2, err);
+            roaring_bitmap_t *seen = rc == 0 ? roaring_bitmap_create() : NULL;
+            if (rc == 0 && seen == NULL) {
+                rc = QV_ERESOURCE;
+                *err = qv_status_make(QV_ERESOURCE, "out of memory");
+            }
             if (rc == 0) {
+                /* a point moving into the trained index may be in both for a moment */
                 memcpy(tmp + got2, out, got * sizeof(qv_hit));
                 size_t all = got + got2;
                 qsort(tmp, all, sizeof(qv_hit), hit_cmp);
                 got = 0;
-                for (size_t i = 0; i < all && got < kk; i++) {
-                    bool dup = false;
-                    for (size_t j = 0; j < got && !dup; j++)
-                        dup = out[j].id == tmp[i].id;
-                    if (!dup)
+                for (size_t i = 0; i < all && got < kk; i++)
+                    if (roaring_bitmap_add_checked(seen, (uint32_t)tmp[i].id))
                         out[got++] = tmp[i];
-                }
             }
+            qv__bm_free(seen);
             free(tmp);
         }
     }
@@ -1277,18 +1280,18 @@ static int pts_recommend(qv_rpc_ctx *ctx, const uint8_t *req, size_t len, void *
         float *cv = malloc((size_t)c->dim * sizeof(float));
         rc = hits != NULL && tmp != NULL && cv != NULL ? 0 : QV_ERESOURCE;
         size_t total = 0;
+        roaring_bitmap_t *seen = rc == 0 ? roaring_bitmap_create() : NULL;
+        if (rc == 0 && seen == NULL)
+            rc = QV_ERESOURCE;
         for (size_t i = 0; rc == 0 && i < npos; i++) {
             one.vec = pos + i * (size_t)c->dim;
             size_t got = 0;
             rc = run_search(c, &one, tmp, &got, &st);
-            for (size_t j = 0; rc == 0 && j < got; j++) {
-                bool dup = false;
-                for (size_t t = 0; t < total && !dup; t++)
-                    dup = hits[t].id == tmp[j].id;
-                if (!dup)
+            for (size_t j = 0; rc == 0 && j < got; j++)
+                if (roaring_bitmap_add_checked(seen, (uint32_t)tmp[j].id))
                     hits[total++] = tmp[j];
-            }
         }
+        qv__bm_free(seen);
         size_t m = 0;
         for (size_t i = 0; rc == 0 && i < total; i++) {
             uint8_t key[QV_KEY_MAX];

@@ -380,6 +380,41 @@ class RecoveryTest(unittest.TestCase):
         self.stop(third)
 
 
+    def test_g_big_filter_delete_then_sigkill(self):
+        """A filter delete matching more points than an upsert batch may hold is one log entry;
+        killed before it is applied, the node must replay it (not call it corrupt)."""
+        node = self.start()
+        self.create(node, "big", 4)
+        rng = random.Random(7)
+        for b in range(3):
+            pl = M.Payload()
+            pl.fields["g"].integer_value = 1
+            self.upsert(node, "big", [(b * 10000 + i, rand_vec(rng, 4), pl) for i in range(10000)])
+        resp = node.points.Delete(P.DeletePointsRequest(collection="big", filter_text="g = 1"),
+                                  timeout=RPC_TIMEOUT_S)
+        self.assertGreater(resp.result.shards[0].log_index, 0)
+        self.stop(node, signal.SIGKILL)
+        node = self.start()
+        self.assertEqual(self.count(node, "big"), 0, node.tail())
+        self.stop(node)
+
+    def test_h_drop_then_create_same_name_survives_restart(self):
+        """The new collection's definition must not be deleted by the old one's drop."""
+        node = self.start()
+        self.create(node, "x", 4)
+        rng = random.Random(8)
+        self.upsert(node, "x", [(i, rand_vec(rng, 4), M.Payload()) for i in range(500)])
+        node.colls.Drop(C.DropCollectionRequest(name="x"), timeout=RPC_TIMEOUT_S)
+        uid = self.create(node, "x", 4)
+        self.upsert(node, "x", [(i, rand_vec(rng, 4), M.Payload()) for i in range(10)], wait=True)
+        self.stop(node, signal.SIGKILL)
+        node = self.start()
+        info = node.colls.Describe(C.DescribeCollectionRequest(name="x"),
+                                   timeout=RPC_TIMEOUT_S).info
+        self.assertEqual(info.config.uid, uid)
+        self.check_points(node, "x")
+        self.stop(node)
+
 def main():
     global ARGS, grpc, C, CG, P, PG, M
     parser = argparse.ArgumentParser()
