@@ -67,31 +67,10 @@ static unsigned online_cpus(void)
     return n > 0 ? (unsigned)n : 1;
 }
 
-static double secs(uint64_t ns)
-{
-    return (double)ns / 1e9;
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
 static int cmp_i32(const void *a, const void *b)
 {
     int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
     return x < y ? -1 : x > y;
-}
-
-/* Nearest-rank percentile of sorted values, in microseconds. */
-static double pct_us(const uint64_t *sorted, size_t n, double p)
-{
-    if (n == 0)
-        return 0;
-    size_t i = (size_t)ceil(p * (double)n);
-    i = i == 0 ? 0 : i - 1;
-    return (double)sorted[i < n ? i : n - 1] / 1e3;
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -264,7 +243,7 @@ static int build_index(bench *b, kind kd, qv_index **out, double *build_s, qv_st
     if (rc == 0) {
         uint64_t t0 = qv_now_ns();
         rc = qv_index_add(idx, ids, b->base.data, b->base.n, err);
-        *build_s = secs(qv_now_ns() - t0);
+        *build_s = qv_bench_secs(qv_now_ns() - t0);
     }
     free(ids);
     if (rc != 0) {
@@ -301,7 +280,7 @@ static int compute_gt(bench *b, qv_status *err)
     if (rc != 0)
         goto out;
     fprintf(stderr, "ground truth: exact top-%zu of %zu queries over %zu vectors in %.2f s\n", k,
-            nq, b->base.n, secs(qv_now_ns() - t0));
+            nq, b->base.n, qv_bench_secs(qv_now_ns() - t0));
     for (size_t i = 0; i < nq; i++) {
         if (counts[i] != k) {
             *err =
@@ -422,7 +401,7 @@ static int measure(bench *b, qv_index *idx, const qv_search_params *sp, unsigned
             uint64_t t0 = qv_now_ns();
             rc = qv_index_search_batch(idx, b->query.data, nq, k, sp, NULL, threads, hits, counts,
                                        err);
-            elapsed = secs(qv_now_ns() - t0);
+            elapsed = qv_bench_secs(qv_now_ns() - t0);
         } else {
             search_run r = {
                 .idx = idx, .b = b, .sp = *sp, .hits = hits, .counts = counts, .lat_ns = lat};
@@ -445,7 +424,7 @@ static int measure(bench *b, qv_index *idx, const qv_search_params *sp, unsigned
             pthread_mutex_unlock(&r.mu);
             for (unsigned i = 0; i < started; i++)
                 pthread_join(th[i], NULL);
-            elapsed = secs(qv_now_ns() - t0);
+            elapsed = qv_bench_secs(qv_now_ns() - t0);
             if (atomic_load(&r.failed)) {
                 *err = r.first_err;
                 rc = err->code != 0 ? err->code : QV_EINTERNAL;
@@ -468,9 +447,9 @@ static int measure(bench *b, qv_index *idx, const qv_search_params *sp, unsigned
     pt->recall_k = recall(b, hits, counts, k);
     pt->recall_10 = k >= 10 ? recall(b, hits, counts, 10) : NAN;
     if (!batch) {
-        qsort(best_lat, nq, sizeof(*best_lat), cmp_u64);
-        pt->p50_us = pct_us(best_lat, nq, 0.50);
-        pt->p99_us = pct_us(best_lat, nq, 0.99);
+        qsort(best_lat, nq, sizeof(*best_lat), qv_bench_cmp_u64);
+        pt->p50_us = qv_bench_pct_us(best_lat, nq, 0.50);
+        pt->p99_us = qv_bench_pct_us(best_lat, nq, 0.99);
         pt->have_latency = true;
     }
 out:

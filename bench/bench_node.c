@@ -68,11 +68,6 @@
  * Helpers
  * ------------------------------------------------------------------------------------------- */
 
-static double secs(uint64_t ns)
-{
-    return (double)ns / 1e9;
-}
-
 static double cpu_now_s(void)
 {
     struct timespec ts;
@@ -117,26 +112,10 @@ static void sleep_ms(unsigned ms)
     }
 }
 
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
 static int cmp_i64(const void *a, const void *b)
 {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
     return x < y ? -1 : x > y;
-}
-
-/* Nearest-rank percentile of sorted nanoseconds, in microseconds. */
-static double pct_us(const uint64_t *sorted, size_t n, double p)
-{
-    if (n == 0)
-        return 0;
-    size_t i = (size_t)ceil(p * (double)n);
-    i = i == 0 ? 0 : i - 1;
-    return (double)sorted[i < n ? i : n - 1] / 1e3;
 }
 
 /* Parses "a,b,c,d" (unsigned) into out[]; returns the count or -1. */
@@ -804,7 +783,7 @@ static int run_ingest(const data *d, const packed *reqs, size_t nreqs, unsigned 
         rc = describe(ctl, np->target, &points, &indexed, err);
         if (rc != 0 || (indexed >= d->base.n && points >= d->base.n))
             break;
-        if (secs(qv_now_ns() - t0) * 1000 > INDEX_TIMEOUT_MS) {
+        if (qv_bench_secs(qv_now_ns() - t0) * 1000 > INDEX_TIMEOUT_MS) {
             *err = qv_status_make(QV_ETIMEOUT, "only %llu of %zu points indexed after %d s",
                                   (unsigned long long)indexed, d->base.n, INDEX_TIMEOUT_MS / 1000);
             rc = QV_ETIMEOUT;
@@ -826,14 +805,14 @@ static int run_ingest(const data *d, const packed *reqs, size_t nreqs, unsigned 
         rc = QV_EINTERNAL;
         goto out;
     }
-    qsort(r.lat_ns, nreqs, sizeof(*r.lat_ns), cmp_u64);
+    qsort(r.lat_ns, nreqs, sizeof(*r.lat_ns), qv_bench_cmp_u64);
     out->calls = nreqs;
-    out->ack_s = secs(t_ack - t0);
-    out->indexed_s = secs(t_idx - t0);
+    out->ack_s = qv_bench_secs(t_ack - t0);
+    out->indexed_s = qv_bench_secs(t_idx - t0);
     out->fsyncs = m1.fsyncs - m0.fsyncs;
     out->log_writes = m1.log_writes - m0.log_writes;
-    out->upsert_p50_ms = pct_us(r.lat_ns, nreqs, 0.50) / 1e3;
-    out->upsert_p99_ms = pct_us(r.lat_ns, nreqs, 0.99) / 1e3;
+    out->upsert_p50_ms = qv_bench_pct_us(r.lat_ns, nreqs, 0.50) / 1e3;
+    out->upsert_p99_ms = qv_bench_pct_us(r.lat_ns, nreqs, 0.99) / 1e3;
     out->errors = r.err.count;
     out->node_cores = (m2.cpu_s - m0.cpu_s) / out->indexed_s;
     out->other_cores = (busy1 - busy0 - (own1 - own0)) / out->indexed_s - out->node_cores;
@@ -1166,7 +1145,7 @@ static int local_search_init(local_search *ls, const data *d, uint32_t M, uint32
         goto out;
     uint64_t b0 = qv_now_ns();
     rc = qv_index_add(ls->idx, ids64, d->base.data, n, err);
-    ls->build_s = secs(qv_now_ns() - b0);
+    ls->build_s = qv_bench_secs(qv_now_ns() - b0);
     ls->r.idx = ls->idx;
 out:
     free(ids64);
@@ -1263,12 +1242,12 @@ static int measure_pass(pass_fn fn, void *obj, const uint64_t *lat, const node_p
     rc = scrape(np->http_port, &m1, err);
     if (rc != 0)
         return rc;
-    double qps = (double)s->nq / (ns > 0 ? secs(ns) : 1e-9);
+    double qps = (double)s->nq / (ns > 0 ? qv_bench_secs(ns) : 1e-9);
     if (qps > s->qps) {
         s->qps = qps;
         memcpy(s->best_lat, lat, s->nlat * sizeof(*lat));
     }
-    s->wall_s += secs(ns);
+    s->wall_s += qv_bench_secs(ns);
     s->node_cpu_s += m1.cpu_s - m0.cpu_s;
     s->bench_cpu_s += c1 - c0;
     s->busy_s += b1 - b0;
@@ -1279,11 +1258,11 @@ static int measure_pass(pass_fn fn, void *obj, const uint64_t *lat, const node_p
 static void series_point(series *s, const data *d, const int64_t *ids, point *pt)
 {
     memset(pt, 0, sizeof(*pt));
-    qsort(s->best_lat, s->nlat, sizeof(*s->best_lat), cmp_u64);
+    qsort(s->best_lat, s->nlat, sizeof(*s->best_lat), qv_bench_cmp_u64);
     pt->qps = s->qps;
-    pt->p50_us = pct_us(s->best_lat, s->nlat, 0.50);
-    pt->p95_us = pct_us(s->best_lat, s->nlat, 0.95);
-    pt->p99_us = pct_us(s->best_lat, s->nlat, 0.99);
+    pt->p50_us = qv_bench_pct_us(s->best_lat, s->nlat, 0.50);
+    pt->p95_us = qv_bench_pct_us(s->best_lat, s->nlat, 0.95);
+    pt->p99_us = qv_bench_pct_us(s->best_lat, s->nlat, 0.99);
     pt->recall = recall_at_k(d, ids);
     double w = s->wall_s > 0 ? s->wall_s : 1e-9;
     pt->node_cores = s->node_cpu_s / w;
@@ -1772,7 +1751,7 @@ int qv_bench_node(int argc, char **argv)
                 "--sort dso,sym)\n",
                 perf_s, perf_b);
     node_stop(&np);
-    double run_s = secs(qv_now_ns() - run_t0);
+    double run_s = qv_bench_secs(qv_now_ns() - run_t0);
     double other = (machine_busy_s() - run_busy0 - (own_cpu_s() - run_own0)) / run_s;
     fprintf(c.human, "other processes used %.2f cores on average over the %.0f s run\n", other,
             run_s);

@@ -9,10 +9,9 @@
  * dead is recorded (and, per observer, the time each one learned it). Latency is uniform in
  * 1..5 ms.
  * One JSON line per size on stdout, a table on stderr. */
+#include "bench/bench.h"
 #include "common/common.h"
 #include "common/gossip/gossip.h"
-
-#include "bench/bench.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -55,17 +54,11 @@ static void on_event(const qv_gossip_event *ev, void *user)
                                     .at = ev->at_ms};
 }
 
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
 static double pct(uint64_t *v, size_t n, double q)
 {
     if (n == 0)
         return NAN;
-    qsort(v, n, sizeof(*v), cmp_u64);
+    qsort(v, n, sizeof(*v), qv_bench_cmp_u64);
     size_t i = (size_t)ceil(q * (double)n);
     return (double)v[i == 0 ? 0 : i - 1];
 }

@@ -96,23 +96,6 @@ static void on_done(const qv_rpc_result *res, void *user)
     pthread_mutex_unlock(&r->mu);
 }
 
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double pct_us(const uint64_t *sorted, size_t n, double p)
-{
-    if (n == 0)
-        return NAN;
-    size_t i = (size_t)ceil(p * (double)n);
-    i = i == 0 ? 0 : i - 1;
-    if (i >= n)
-        i = n - 1;
-    return (double)sorted[i] / 1000.0;
-}
-
 /* Parses "1,16,64" into depths; returns the count or -1. */
 static int parse_depths(const char *s, unsigned *out, int max)
 {
@@ -262,10 +245,11 @@ int qv_bench_rpc(int argc, char **argv)
             pthread_cond_wait(&r.cv, &r.mu);
         pthread_mutex_unlock(&r.mu);
 
-        qsort(r.lat, r.nlat, sizeof(uint64_t), cmp_u64);
+        qsort(r.lat, r.nlat, sizeof(uint64_t), qv_bench_cmp_u64);
         double qps = (double)r.ok_in_window / (double)duration_s;
-        double p50 = pct_us(r.lat, r.nlat, 0.50), p99 = pct_us(r.lat, r.nlat, 0.99),
-               p999 = pct_us(r.lat, r.nlat, 0.999);
+        double p50 = qv_bench_pct_us(r.lat, r.nlat, 0.50),
+               p99 = qv_bench_pct_us(r.lat, r.nlat, 0.99),
+               p999 = qv_bench_pct_us(r.lat, r.nlat, 0.999);
         printf("{\"bench\":\"rpc\",\"inflight\":%u,\"payload_bytes\":%llu,\"duration_s\":%llu,"
                "\"calls\":%zu,\"qps\":%.0f,\"p50_us\":%.1f,\"p99_us\":%.1f,\"p999_us\":%.1f,"
                "\"errors\":%zu}\n",
