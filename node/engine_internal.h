@@ -38,6 +38,7 @@ struct qv_engine {
     qv_coll **colls;
     size_t ncolls, capcolls;
     atomic_bool ready;
+    atomic_uint_fast64_t log_writes; /* group writes of the log, for the interval fsync */
 
     pthread_t bg; /* snapshots and the interval fsync */
     bool bg_started;
@@ -48,6 +49,7 @@ struct qv_engine {
     qv_histogram *h_log_write; /* one group write */
     qv_histogram *h_apply;     /* one entry applied */
     qv_histogram *h_snapshot;
+    qv_histogram *h_fsync; /* background fsyncs of the log (--fsync interval) */
     qv_counter *c_fsyncs;
 };
 
