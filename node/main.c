@@ -2,11 +2,24 @@
 #define _GNU_SOURCE
 #include "node/node.h"
 
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+static pthread_t g_main_thread;
+
+/* Threads that libraries start before main() runs (OpenBLAS starts its pool in a constructor) do
+ * not block the signals main() waits for. A SIGTERM that arrives while main() is not inside
+ * sigwait() would be delivered to such a thread and, with the default action, end the process
+ * without a shutdown. This handler hands it to the main thread, where it stays pending until
+ * sigwait() takes it. pthread_kill is async-signal-safe. */
+static void forward_to_main(int sig)
+{
+    pthread_kill(g_main_thread, sig);
+}
 
 static const char summary[] =
     "quiver-node - a Quiver shard node.\n"
@@ -463,6 +476,12 @@ int main(int argc, char **argv)
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    g_main_thread = pthread_self();
+    struct sigaction fwd = {.sa_handler = forward_to_main, .sa_flags = SA_RESTART};
+    sigfillset(&fwd.sa_mask);
+    sigaction(SIGINT, &fwd, NULL);
+    sigaction(SIGTERM, &fwd, NULL);
+    sigaction(SIGHUP, &fwd, NULL);
     signal(SIGPIPE, SIG_IGN);
 
     if (workers == 0) {
