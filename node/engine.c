@@ -2062,31 +2062,35 @@ static qv_coll **registry_refs(qv_engine *e, size_t *n)
     return v;
 }
 
-static void *bg_main(void *arg)
+/* Waits on bg_cv until `wait_ms` pass or the engine stops; bg_mu held. Returns false to stop. */
+static bool bg_wait(qv_engine *e, uint64_t wait_ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += (time_t)(wait_ms / 1000);
+    ts.tv_nsec += (long)(wait_ms % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    if (!e->bg_stop)
+        pthread_cond_timedwait(&e->bg_cv, &e->bg_mu, &ts);
+    return !e->bg_stop;
+}
+
+/* --fsync interval: one fsync of RocksDB's write-ahead log (which holds the log family) every
+ * --fsync-interval-ms when something was written since the last one. Its own thread, so a long
+ * snapshot never stretches the window a power loss can take. */
+static void *syncer_main(void *arg)
 {
     qv_engine *e = arg;
-    uint64_t last_sync = qv_now_ms(), synced_writes = 0;
-    uint32_t sync_every = e->opts.fsync_interval_ms ? e->opts.fsync_interval_ms : 100;
+    uint64_t synced_writes = 0;
+    uint32_t every = e->opts.fsync_interval_ms ? e->opts.fsync_interval_ms : 100;
     pthread_mutex_lock(&e->bg_mu);
-    while (!e->bg_stop) {
-        uint64_t wait_ms =
-            e->opts.fsync == QV_FSYNC_INTERVAL && sync_every < 1000 ? sync_every : 1000;
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += (time_t)(wait_ms / 1000);
-        ts.tv_nsec += (long)(wait_ms % 1000) * 1000000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
-        pthread_cond_timedwait(&e->bg_cv, &e->bg_mu, &ts);
-        if (e->bg_stop)
-            break;
+    while (bg_wait(e, every)) {
         pthread_mutex_unlock(&e->bg_mu);
-        uint64_t now = qv_now_ms();
         uint64_t writes = atomic_load(&e->log_writes);
-        if (e->opts.fsync == QV_FSYNC_INTERVAL && now - last_sync >= sync_every &&
-            writes != synced_writes) {
+        if (writes != synced_writes) {
             synced_writes = writes;
             char *rerr = NULL;
             uint64_t t0 = qv_now_ns();
@@ -2100,15 +2104,28 @@ static void *bg_main(void *arg)
                 if (e->h_fsync != NULL)
                     qv_histogram_observe(e->h_fsync, (double)(qv_now_ns() - t0) / 1e9);
             }
-            last_sync = now;
         }
+        pthread_mutex_lock(&e->bg_mu);
+    }
+    pthread_mutex_unlock(&e->bg_mu);
+    return NULL;
+}
+
+/* Snapshots: every second, each collection whose changes since its last snapshot reach
+ * --snapshot-points, or that changed and whose last snapshot is --snapshot-interval-s old. */
+static void *bg_main(void *arg)
+{
+    qv_engine *e = arg;
+    uint64_t snap_every = e->opts.snapshot_interval_ms ? e->opts.snapshot_interval_ms : 300000;
+    uint64_t snap_points = e->opts.snapshot_points ? e->opts.snapshot_points : 100000;
+    pthread_mutex_lock(&e->bg_mu);
+    while (bg_wait(e, 1000)) {
+        pthread_mutex_unlock(&e->bg_mu);
+        uint64_t now = qv_now_ms();
         size_t n = 0;
         qv_coll **cs = registry_refs(e, &n);
         for (size_t i = 0; cs != NULL && i < n; i++) {
             qv_coll *c = cs[i];
-            uint64_t snap_every =
-                e->opts.snapshot_interval_ms ? e->opts.snapshot_interval_ms : 300000;
-            uint64_t snap_points = e->opts.snapshot_points ? e->opts.snapshot_points : 100000;
             pthread_mutex_lock(&c->snap_mu);
             bool due = c->changed_since_snap >= snap_points ||
                        (c->changed_since_snap > 0 && now - c->last_snap_ms >= snap_every);
@@ -2171,6 +2188,20 @@ static qv_coll *registry_find(qv_engine *e, const char *name, size_t *pos)
             return e->colls[i];
         }
     return NULL;
+}
+
+/* Stops and joins the snapshot and fsync threads (whichever started). */
+static void bg_threads_stop(qv_engine *e)
+{
+    pthread_mutex_lock(&e->bg_mu);
+    e->bg_stop = true;
+    pthread_cond_broadcast(&e->bg_cv);
+    pthread_mutex_unlock(&e->bg_mu);
+    if (e->bg_started)
+        pthread_join(e->bg, NULL);
+    if (e->syncer_started)
+        pthread_join(e->syncer, NULL);
+    e->bg_started = e->syncer_started = false;
 }
 
 static void engine_free(qv_engine *e)
@@ -2388,7 +2419,18 @@ int qv__engine_open(const char *data_dir, const qv_engine_opts *opts, qv_engine 
         rc = QV_ERESOURCE;
         *err = qv_status_make(QV_ERESOURCE, "cannot start the storage background thread");
     }
+    if (rc == 0)
+        e->bg_started = true;
+    if (rc == 0 && e->opts.fsync == QV_FSYNC_INTERVAL) {
+        if (pthread_create(&e->syncer, NULL, syncer_main, e) != 0) {
+            rc = QV_ERESOURCE;
+            *err = qv_status_make(QV_ERESOURCE, "cannot start the log fsync thread");
+        } else {
+            e->syncer_started = true;
+        }
+    }
     if (rc != 0) {
+        bg_threads_stop(e);
         for (size_t i = 0; i < e->ncolls; i++) {
             coll_stop_threads(e->colls[i]);
             qv__coll_put(e->colls[i]);
@@ -2397,7 +2439,6 @@ int qv__engine_open(const char *data_dir, const qv_engine_opts *opts, qv_engine 
         engine_free(e);
         return rc;
     }
-    e->bg_started = true;
     atomic_store(&e->ready, true);
     qv_log(QV_LOG_INFO, MOD, "store %s open: %zu collections, fsync=%s", e->db_path, e->ncolls,
            qv__fsync_policy_name(e->opts.fsync));
@@ -2410,13 +2451,7 @@ void qv__engine_close(qv_engine *e)
     if (e == NULL)
         return;
     atomic_store(&e->ready, false);
-    if (e->bg_started) {
-        pthread_mutex_lock(&e->bg_mu);
-        e->bg_stop = true;
-        pthread_cond_broadcast(&e->bg_cv);
-        pthread_mutex_unlock(&e->bg_mu);
-        pthread_join(e->bg, NULL);
-    }
+    bg_threads_stop(e);
     for (size_t i = 0; i < e->ncolls; i++) {
         qv_coll *c = e->colls[i];
         coll_stop_threads(c);

@@ -40,8 +40,10 @@ struct qv_engine {
     atomic_bool ready;
     atomic_uint_fast64_t log_writes; /* group writes of the log, for the interval fsync */
 
-    pthread_t bg; /* snapshots and the interval fsync */
+    pthread_t bg; /* snapshots */
     bool bg_started;
+    pthread_t syncer; /* the log fsync of --fsync interval, never delayed by a snapshot */
+    bool syncer_started;
     pthread_mutex_t bg_mu;
     pthread_cond_t bg_cv;
     bool bg_stop;

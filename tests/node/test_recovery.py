@@ -19,7 +19,10 @@ Each test has its own data directory and node processes (--dev, gossip off):
      intact), its snapshot file is gone, and <data>/db shrinks to a fraction of its size before
      the drop (RocksDB keeps its own small files); the name can be created again, empty;
   f_ a second node on a --data directory in use is refused (exit status 1 and a message) while
-     the first keeps serving; after the first stops, a new one opens the directory.
+     the first keeps serving; after the first stops, a new one opens the directory;
+  g_ a filter delete of 30,000 points killed before it is applied is replayed at the restart;
+  h_ a drop, then a create of the same name, survives a SIGKILL;
+  i_ --fsync interval: the background fsync follows writes and stops while nothing is written.
 
 Usage: test_recovery.py --node build/bin/quiver-node --python-dir build/python [-v]
 """
@@ -35,6 +38,7 @@ import sys
 import tempfile
 import time
 import unittest
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import nodeproc  # noqa: E402
@@ -414,6 +418,41 @@ class RecoveryTest(unittest.TestCase):
         self.assertEqual(info.config.uid, uid)
         self.check_points(node, "x")
         self.stop(node)
+
+    def test_i_interval_fsync_runs_after_writes_only(self):
+        """--fsync interval: the log is fsynced in the background soon after a write (the fsync
+        counter grows), and not at all while nothing is written."""
+        log = os.path.join(self.tmp, "node-interval.log")
+        node = nodeproc.Node(ARGS.node, self.data, log,
+                             ("--fsync", "interval", "--fsync-interval-ms", "50"), http=True)
+        self.nodes.append(node)
+        self.assertIsNotNone(node.port, node.tail())
+
+        def fsyncs():
+            url = f"http://127.0.0.1:{node.http_port}/metrics"
+            with urllib.request.urlopen(url, timeout=RPC_TIMEOUT_S) as r:
+                body = r.read().decode()
+            m = re.search(r"(?m)^quiver_log_fsyncs_total (\S+)$", body)
+            self.assertIsNotNone(m, "no quiver_log_fsyncs_total sample")
+            return float(m.group(1))
+
+        self.create(node, "iv", 4)
+        rng = random.Random(9)
+        before = fsyncs()
+        self.upsert(node, "iv", [(i, rand_vec(rng, 4), M.Payload()) for i in range(100)])
+        deadline = time.monotonic() + 30
+        while fsyncs() == before:
+            self.assertLess(time.monotonic(), deadline, "no background fsync after a write")
+            time.sleep(0.02)
+        time.sleep(0.2)  # the fsync that covers the last write, if one was still due
+        idle = fsyncs()
+        time.sleep(0.5)  # ten intervals without a write
+        self.assertEqual(fsyncs(), idle, "fsyncs while nothing was written")
+        self.stop(node)
+        node = self.start()
+        self.check_points(node, "iv")
+        self.stop(node)
+
 
 def main():
     global ARGS, grpc, C, CG, P, PG, M
