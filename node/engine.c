@@ -1681,9 +1681,34 @@ static int coll_snapshot(qv_coll *c, qv_status *err)
 {
     qv_engine *e = c->eng;
     pthread_mutex_lock(&c->snap_mu);
-    if (atomic_load(&c->dropped) || c->pending != NULL || c->state_index == c->snap_index) {
+    if (atomic_load(&c->dropped) || c->state_index == c->snap_index) {
         pthread_mutex_unlock(&c->snap_mu);
         return 0;
+    }
+    if (c->pending != NULL) {
+        /* Still training: there is no index file to write, and without one a start rebuilds the
+         * index from the store (it never reads the applied part of the log), so the applied log
+         * can go. The state writes precede this delete in RocksDB's write-ahead log. */
+        uint8_t lo[16], hi[16];
+        log_key(c, 0, lo);
+        log_key(c, c->state_index + 1, hi);
+        char *rerr = NULL;
+        rocksdb_delete_range_cf(e->db, e->wo_state, e->cf[CF_LOG], (const char *)lo, 16,
+                                (const char *)hi, 16, &rerr);
+        int rc = 0;
+        if (rerr != NULL) {
+            rc = rdb_fail(err, "truncating the log", rerr);
+            qv_log(QV_LOG_WARN, MOD, "collection %s: %s", c->name, err->msg);
+        } else {
+            c->snap_index = c->state_index;
+            c->changed_since_snap = 0;
+            c->last_snap_ms = qv_now_ms();
+            qv_log(QV_LOG_INFO, MOD,
+                   "collection %s: still training; log truncated at index %llu (no snapshot)",
+                   c->name, (unsigned long long)c->snap_index);
+        }
+        pthread_mutex_unlock(&c->snap_mu);
+        return rc;
     }
     uint64_t t0 = qv_now_ns();
     qv_index_stats st;
