@@ -1676,6 +1676,24 @@ static char *meta_get(qv_engine *e, const uint8_t *k, size_t kl, size_t *vl)
     return v;
 }
 
+/* Deletes the collection's log entries up to the state's log position; snap_mu held. Not synced:
+ * the state writes it relies on precede it in RocksDB's write-ahead log. */
+static int log_truncate(qv_coll *c, qv_status *err)
+{
+    qv_engine *e = c->eng;
+    uint8_t lo[16], hi[16];
+    log_key(c, 0, lo);
+    log_key(c, c->state_index + 1, hi);
+    char *rerr = NULL;
+    rocksdb_delete_range_cf(e->db, e->wo_state, e->cf[CF_LOG], (const char *)lo, 16,
+                            (const char *)hi, 16, &rerr);
+    if (rerr == NULL)
+        return 0;
+    int rc = rdb_fail(err, "truncating the log", rerr);
+    qv_log(QV_LOG_WARN, MOD, "collection %s: %s", c->name, err->msg);
+    return rc;
+}
+
 /* Saves the index at the state's log position, records it, and drops the log up to it. */
 static int coll_snapshot(qv_coll *c, qv_status *err)
 {
@@ -1688,18 +1706,9 @@ static int coll_snapshot(qv_coll *c, qv_status *err)
     if (c->pending != NULL) {
         /* Still training: there is no index file to write, and without one a start rebuilds the
          * index from the store (it never reads the applied part of the log), so the applied log
-         * can go. The state writes precede this delete in RocksDB's write-ahead log. */
-        uint8_t lo[16], hi[16];
-        log_key(c, 0, lo);
-        log_key(c, c->state_index + 1, hi);
-        char *rerr = NULL;
-        rocksdb_delete_range_cf(e->db, e->wo_state, e->cf[CF_LOG], (const char *)lo, 16,
-                                (const char *)hi, 16, &rerr);
-        int rc = 0;
-        if (rerr != NULL) {
-            rc = rdb_fail(err, "truncating the log", rerr);
-            qv_log(QV_LOG_WARN, MOD, "collection %s: %s", c->name, err->msg);
-        } else {
+         * can go. */
+        int rc = log_truncate(c, err);
+        if (rc == 0) {
             c->snap_index = c->state_index;
             c->changed_since_snap = 0;
             c->last_snap_ms = qv_now_ms();
@@ -1739,14 +1748,9 @@ static int coll_snapshot(qv_coll *c, qv_status *err)
         }
     }
     if (rc == 0) {
-        /* the log up to the snapshot is no longer needed */
-        uint8_t lo[16], hi[16];
-        log_key(c, 0, lo);
-        log_key(c, c->state_index + 1, hi);
-        char *rerr = NULL;
-        rocksdb_delete_range_cf(e->db, e->wo_state, e->cf[CF_LOG], (const char *)lo, 16,
-                                (const char *)hi, 16, &rerr);
-        rocksdb_free(rerr);
+        /* the log up to the snapshot is no longer needed (if this fails, the next one takes it) */
+        qv_status terr;
+        (void)log_truncate(c, &terr);
         c->snap_index = c->state_index;
         c->changed_since_snap = 0;
         c->last_snap_ms = qv_now_ms();
