@@ -97,9 +97,10 @@ void qv__normalize(float *v, size_t dim)
         s += (double)v[i] * v[i];
     if (s <= 0)
         return;
-    float inv = (float)(1.0 / sqrt(s));
+    /* In double: 1/sqrt(s) overflows a float when every component is subnormal. */
+    double len = sqrt(s);
     for (size_t i = 0; i < dim; i++)
-        v[i] *= inv;
+        v[i] = (float)((double)v[i] / len);
 }
 
 uint64_t qv__filter_estimate(const qv_filter *f)

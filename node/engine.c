@@ -228,9 +228,10 @@ int qv__coll_check_vector(const qv_coll *c, const float *v, size_t n, float *out
             *err = qv_status_make(QV_EINVAL, "%s: zero vector in a COSINE collection", what);
             return QV_EINVAL;
         }
-        float inv = (float)(1.0 / sqrt(norm));
+        /* In double: 1/sqrt(norm) overflows a float when every component is subnormal. */
+        double len = sqrt(norm);
         for (size_t i = 0; i < n; i++)
-            out[i] = v[i] * inv;
+            out[i] = (float)((double)v[i] / len);
     } else if (out != v) {
         memcpy(out, v, n * sizeof(float));
     }

@@ -9,14 +9,22 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_K          10000u
-#define MAX_BATCH_Q    1024u
-#define MAX_EXAMPLES   256u
-#define MAX_TIMEOUT_MS 600000u
+#define MAX_K               10000u
+#define MAX_BATCH_Q         1024u
+#define MAX_EXAMPLES        256u
+#define MAX_SELECTOR_FIELDS 256
+#define MAX_TIMEOUT_MS      600000u
 
 static int fail(qv_rpc_ctx *ctx, const qv_status *st)
 {
     return qv_rpc_ctx_fail(ctx, st->code, "%s", st->msg);
+}
+
+/* What a handler's status starts as: the paths that fail without setting one are allocation
+ * failures. */
+static qv_status oom_status(void)
+{
+    return qv_status_make(QV_ERESOURCE, "out of memory");
 }
 
 /* Packs any protobuf-c message into the response. */
@@ -54,18 +62,59 @@ static void filters_free(filters *f)
     f->text = NULL;
 }
 
+static int check_has_ids(const Quiver__V1__Filter *f, qv_status *err);
+
+/* Every id of every has_id condition must be a valid point id (as Get demands): a malformed one
+ * would otherwise match nothing, silently. The depth is bounded by qv__filter_validate. */
+static int check_has_ids_in(Quiver__V1__Condition *const *conds, size_t n, qv_status *err)
+{
+    for (size_t i = 0; i < n; i++) {
+        const Quiver__V1__Condition *c = conds[i];
+        int rc = 0;
+        if (c->condition_case == QUIVER__V1__CONDITION__CONDITION_NESTED) {
+            rc = check_has_ids(c->nested, err);
+        } else if (c->condition_case == QUIVER__V1__CONDITION__CONDITION_HAS_ID) {
+            for (size_t j = 0; j < c->has_id->n_ids && rc == 0; j++) {
+                uint8_t key[QV_KEY_MAX], klen;
+                rc = qv__key_from_id(c->has_id->ids[j], key, &klen, err);
+                if (rc != 0)
+                    *err = qv_status_make(rc, "filter: has_id: %s", err->msg);
+            }
+        }
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+static int check_has_ids(const Quiver__V1__Filter *f, qv_status *err)
+{
+    if (f == NULL)
+        return 0;
+    int rc = check_has_ids_in(f->must, f->n_must, err);
+    if (rc == 0)
+        rc = check_has_ids_in(f->should, f->n_should, err);
+    if (rc == 0)
+        rc = check_has_ids_in(f->must_not, f->n_must_not, err);
+    return rc;
+}
+
 static int filters_parse(filters *f, const Quiver__V1__Filter *structured, const char *text,
                          qv_status *err)
 {
     f->structured = structured;
     f->text = NULL;
     int rc = qv__filter_validate(structured, err);
+    if (rc == 0)
+        rc = check_has_ids(structured, err);
     if (rc != 0)
         return rc;
     if (text != NULL && text[0] != '\0') {
         rc = qv_filter_text_parse(text, strlen(text), &f->text, err);
         if (rc == 0)
             rc = qv__filter_validate(f->text, err);
+        if (rc == 0)
+            rc = check_has_ids(f->text, err);
     }
     return rc;
 }
@@ -118,6 +167,12 @@ typedef struct squery {
     bool with_vectors;
 } squery;
 
+/* A filter with no condition at all (absent counts as empty). */
+static bool filter_is_empty(const Quiver__V1__Filter *f)
+{
+    return f == NULL || (f->n_must == 0 && f->n_should == 0 && f->n_must_not == 0);
+}
+
 static int check_params(qv_coll *c, const Quiver__V1__SearchParams *p, qv_search_params *sp,
                         qv_status *err)
 {
@@ -129,11 +184,12 @@ static int check_params(qv_coll *c, const Quiver__V1__SearchParams *p, qv_search
         return QV_EINVAL;
     }
     const Quiver__V1__IndexConfig *ic = c->cfg->index;
-    if (p->nprobe > 0 && (ic->ivf == NULL || p->nprobe > ic->ivf->nlist)) {
+    /* nprobe is ignored by the other index types (common.proto) */
+    if (p->nprobe > 0 && ic->ivf != NULL && p->nprobe > ic->ivf->nlist) {
         *err = qv_status_make(QV_EINVAL,
                               "params.nprobe %u out of range (the collection has %u "
                               "IVF lists)",
-                              p->nprobe, ic->ivf != NULL ? ic->ivf->nlist : 0);
+                              p->nprobe, ic->ivf->nlist);
         return QV_EINVAL;
     }
     if (p->opt_rerank_case && p->rerank > 10000) {
@@ -271,6 +327,23 @@ static bool listed(const Quiver__V1__PayloadFields *f, const char *key)
         if (strcmp(f->fields[i], key) == 0)
             return true;
     return false;
+}
+
+/* A payload selector lists at most 256 keys (common.proto); each returned point checks its keys
+ * against the list. */
+static int check_selector(const Quiver__V1__PayloadSelector *s, qv_status *err)
+{
+    const Quiver__V1__PayloadFields *f = NULL;
+    if (s != NULL && s->selector_case == QUIVER__V1__PAYLOAD_SELECTOR__SELECTOR_INCLUDE)
+        f = s->include;
+    else if (s != NULL && s->selector_case == QUIVER__V1__PAYLOAD_SELECTOR__SELECTOR_EXCLUDE)
+        f = s->exclude;
+    if (f != NULL && f->n_fields > MAX_SELECTOR_FIELDS) {
+        *err = qv_status_make(QV_EINVAL, "with_payload lists %zu keys (at most %d)", f->n_fields,
+                              MAX_SELECTOR_FIELDS);
+        return QV_EINVAL;
+    }
+    return 0;
 }
 
 /* The payload of a point, reduced per the selector, allocated in a / kept in kp. */
@@ -446,7 +519,7 @@ static int coll_create(qv_rpc_ctx *ctx, const uint8_t *req, size_t len, void *us
            len, "CreateCollectionRequest");
     qv_coll *c = NULL;
     bool created = false;
-    qv_status st;
+    qv_status st = oom_status();
     int rc = qv__engine_create(e, in, &c, &created, &st);
     quiver__v1__create_collection_request__free_unpacked(in, NULL);
     if (rc != 0)
@@ -473,7 +546,7 @@ static int coll_describe(qv_rpc_ctx *ctx, const uint8_t *req, size_t len, void *
     UNPACK(Quiver__V1__DescribeCollectionRequest, quiver__v1__describe_collection_request, ctx, req,
            len, "DescribeCollectionRequest");
     qv_coll *c = NULL;
-    qv_status st;
+    qv_status st = oom_status();
     int rc = qv__engine_get(e, in->name, &c, &st);
     quiver__v1__describe_collection_request__free_unpacked(in, NULL);
     if (rc != 0)
@@ -559,7 +632,7 @@ static int coll_drop(qv_rpc_ctx *ctx, const uint8_t *req, size_t len, void *user
     UNPACK(Quiver__V1__DropCollectionRequest, quiver__v1__drop_collection_request, ctx, req, len,
            "DropCollectionRequest");
     bool dropped = false;
-    qv_status st;
+    qv_status st = oom_status();
     int rc = qv__engine_drop(e, in->name, &dropped, &st);
     bool if_exists = in->if_exists;
     quiver__v1__drop_collection_request__free_unpacked(in, NULL);
@@ -611,7 +684,7 @@ static int pts_upsert(qv_rpc_ctx *ctx, const uint8_t *req, size_t len, void *use
     UNPACK(Quiver__V1__UpsertPointsRequest, quiver__v1__upsert_points_request, ctx, req, len,
            "UpsertPointsRequest");
     qv_coll *c = NULL;
-    qv_status st;
+    qv_status st = oom_status();
     qv_write_out w = {0};
     int rc = qv__engine_get(e, in->collection, &c, &st);
     if (rc == 0)
@@ -628,7 +701,7 @@ static int pts_delete(qv_rpc_ctx *ctx, const uint8_t *req, size_t len, void *use
     UNPACK(Quiver__V1__DeletePointsRequest, quiver__v1__delete_points_request, ctx, req, len,
            "DeletePointsRequest");
     qv_coll *c = NULL;
-    qv_status st;
+    qv_status st = oom_status();
     qv_write_out w = {0};
     filters f = {0};
     int rc = qv__engine_get(e, in->collection, &c, &st);
@@ -643,18 +716,14 @@ static int pts_delete(qv_rpc_ctx *ctx, const uint8_t *req, size_t len, void *use
         rc = QV_EINVAL;
         st = qv_status_make(QV_EINVAL, "delete takes ids or a filter, not both");
     }
-    if (rc == 0 && has_filter && in->filter->n_must == 0 && in->filter->n_should == 0 &&
-        in->filter->n_must_not == 0 && !has_text) {
+    if (rc == 0 && !has_ids)
+        rc = filters_parse(&f, has_filter ? in->filter : NULL, in->filter_text, &st);
+    if (rc == 0 && !has_ids && filter_is_empty(has_filter ? in->filter : NULL) &&
+        filter_is_empty(f.text)) {
+        /* both parts empty (a whitespace-only filter_text included) would match every point */
         rc = QV_EINVAL;
         st = qv_status_make(QV_EINVAL, "delete with an empty filter is refused; drop the "
                                        "collection to delete everything");
-    }
-    if (rc == 0 && !has_ids)
-        rc = filters_parse(&f, has_filter ? in->filter : NULL, in->filter_text, &st);
-    if (rc == 0 && has_text && f.text != NULL && f.text->n_must == 0 && f.text->n_should == 0 &&
-        f.text->n_must_not == 0 && !has_filter) {
-        rc = QV_EINVAL;
-        st = qv_status_make(QV_EINVAL, "delete with an empty filter is refused");
     }
     if (rc == 0 && !has_ids) {
         /* check fields now: an unknown field is a client error, not an empty delete */
@@ -683,7 +752,7 @@ static int pts_get(qv_rpc_ctx *ctx, const uint8_t *req, size_t len, void *user)
     UNPACK(Quiver__V1__GetPointsRequest, quiver__v1__get_points_request, ctx, req, len,
            "GetPointsRequest");
     qv_coll *c = NULL;
-    qv_status st;
+    qv_status st = oom_status();
     qv_arena *a = qv__arena_create();
     keep kp = {0};
     int rc = qv__engine_get(e, in->collection, &c, &st);
@@ -705,6 +774,8 @@ static int pts_get(qv_rpc_ctx *ctx, const uint8_t *req, size_t len, void *user)
             st = qv_status_make(QV_ERESOURCE, "out of memory");
         }
     }
+    if (rc == 0)
+        rc = check_selector(in->with_payload, &st);
     for (size_t i = 0; rc == 0 && i < in->n_ids; i++)
         rc = qv__key_from_id(in->ids[i], keys[i], &klens[i], &st);
     Quiver__V1__GetPointsResponse out = QUIVER__V1__GET_POINTS_RESPONSE__INIT;
@@ -790,6 +861,8 @@ static int prep_query(qv_coll *c, const Quiver__V1__Vector *vec, uint32_t k, uin
     }
     q->has_max = has_max;
     q->max_distance = max_d;
+    if ((rc = check_selector(wp, err)) != 0)
+        return rc;
     q->with_payload = wp;
     q->with_vectors = wv;
     filters f;
@@ -815,7 +888,7 @@ static int pts_search(qv_rpc_ctx *ctx, const uint8_t *req, size_t len, void *use
     uint64_t t0 = qv_now_ns();
     UNPACK(Quiver__V1__SearchRequest, quiver__v1__search_request, ctx, req, len, "SearchRequest");
     qv_coll *c = NULL;
-    qv_status st;
+    qv_status st = oom_status();
     qv_arena *a = qv__arena_create();
     keep kp = {0};
     squery q = {0};
@@ -864,7 +937,7 @@ static int pts_search_batch(qv_rpc_ctx *ctx, const uint8_t *req, size_t len, voi
     UNPACK(Quiver__V1__SearchBatchRequest, quiver__v1__search_batch_request, ctx, req, len,
            "SearchBatchRequest");
     qv_coll *c = NULL;
-    qv_status st;
+    qv_status st = oom_status();
     qv_arena *a = qv__arena_create();
     keep kp = {0};
     size_t nq = in->n_queries;
@@ -982,7 +1055,7 @@ static int pts_scroll(qv_rpc_ctx *ctx, const uint8_t *req, size_t len, void *use
     UNPACK(Quiver__V1__ScrollPointsRequest, quiver__v1__scroll_points_request, ctx, req, len,
            "ScrollPointsRequest");
     qv_coll *c = NULL;
-    qv_status st;
+    qv_status st = oom_status();
     qv_arena *a = qv__arena_create();
     keep kp = {0};
     roaring_bitmap_t *allow = NULL;
@@ -997,6 +1070,8 @@ static int pts_scroll(qv_rpc_ctx *ctx, const uint8_t *req, size_t len, void *use
     }
     uint8_t start[QV_KEY_MAX];
     size_t slen = 0;
+    if (rc == 0)
+        rc = check_selector(in->with_payload, &st);
     if (rc == 0 && in->cursor.len > 0)
         rc = cursor_decode(c, &in->cursor, start, &slen, &st);
     if (rc == 0)
@@ -1087,7 +1162,7 @@ static int pts_count(qv_rpc_ctx *ctx, const uint8_t *req, size_t len, void *user
     UNPACK(Quiver__V1__CountPointsRequest, quiver__v1__count_points_request, ctx, req, len,
            "CountPointsRequest");
     qv_coll *c = NULL;
-    qv_status st;
+    qv_status st = oom_status();
     filters f = {0};
     roaring_bitmap_t *allow = NULL;
     int rc = qv__engine_get(e, in->collection, &c, &st);
@@ -1179,7 +1254,7 @@ static int pts_recommend(qv_rpc_ctx *ctx, const uint8_t *req, size_t len, void *
     UNPACK(Quiver__V1__RecommendRequest, quiver__v1__recommend_request, ctx, req, len,
            "RecommendRequest");
     qv_coll *c = NULL;
-    qv_status st;
+    qv_status st = oom_status();
     qv_arena *a = qv__arena_create();
     keep kp = {0};
     squery q = {0};
@@ -1235,8 +1310,8 @@ static int pts_recommend(qv_rpc_ctx *ctx, const uint8_t *req, size_t len, void *
             st = qv_status_make(QV_ERESOURCE, "out of memory");
         }
     }
-    if (rc == 0) {
-        for (uint32_t d = 0; d < c->dim; d++) {
+    if (rc == 0 && !best) {
+        for (uint32_t d = 0; d < c->dim && rc == 0; d++) {
             double p = 0, n = 0;
             for (size_t i = 0; i < npos; i++)
                 p += pos[i * (size_t)c->dim + d];
@@ -1244,9 +1319,20 @@ static int pts_recommend(qv_rpc_ctx *ctx, const uint8_t *req, size_t len, void *
             for (size_t i = 0; i < nneg; i++)
                 n += neg[i * (size_t)c->dim + d];
             avg[d] = nneg > 0 ? (float)(2 * p - n / (double)nneg) : (float)p;
+            if (!isfinite(avg[d])) {
+                rc = QV_EINVAL;
+                st = qv_status_make(QV_EINVAL,
+                                    "the examples' combined vector (p + (p - n)) overflows "
+                                    "float32 in component %u; use BEST_SCORE or other examples",
+                                    d);
+            }
         }
+    }
+    if (rc == 0) {
+        /* BEST_SCORE searches from each positive example itself; the first one stands in here
+         * for the checks of k, offset, filter and params that every strategy shares. */
         qv.n_data = c->dim;
-        qv.data = avg;
+        qv.data = best ? pos : avg;
         rc = prep_query(c, &qv, in->k, in->offset, in->filter, in->filter_text, in->params,
                         in->opt_max_distance_case != 0, in->max_distance, in->with_payload,
                         in->with_vectors, &q, a, "recommend query", &st);

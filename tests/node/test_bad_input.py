@@ -711,6 +711,67 @@ class BadInputTest(unittest.TestCase):
             negative=[pid("00000000-0000-0000-0000-0000000000AB")], k=3), timeout=T),
             "negative example point 00000000-0000-0000-0000-0000000000ab does not exist")
 
+    # ---- found in review ---------------------------------------------------------------------
+
+    def test_delete_with_empty_filter_and_blank_filter_text(self):
+        # both parts empty: it would match every point
+        self.reject(self.INVALID, lambda: self.ps.Delete(P.DeletePointsRequest(
+            collection="main", filter=M.Filter(), filter_text="  ", wait=True), timeout=T),
+            "empty filter")
+
+    def test_has_id_filter_with_malformed_ids(self):
+        bad_uuid = M.Filter(must=[M.Condition(has_id=M.HasId(ids=[pid("nope")]))])
+        self.reject(self.INVALID, lambda: self.ps.Count(P.CountPointsRequest(
+            collection="main", filter=bad_uuid), timeout=T), "has_id", "not a UUID")
+        unset = M.Filter(must=[M.Condition(nested=M.Filter(must=[M.Condition(
+            has_id=M.HasId(ids=[pid(1), M.PointId()]))]))])
+        self.reject(self.INVALID, lambda: self.ps.Search(P.SearchRequest(
+            collection="main", vector=M.Vector(data=[0.1, 0.2, 0.3, 0.4]), k=3, filter=unset),
+            timeout=T), "has_id", "point id is missing")
+        # and a valid has_id still matches
+        ok = M.Filter(must=[M.Condition(has_id=M.HasId(ids=[pid(1), pid(2)]))])
+        self.assertEqual(self.ps.Count(P.CountPointsRequest(collection="main", filter=ok),
+                                       timeout=T).count, 2)
+
+    def test_payload_selector_with_257_keys(self):
+        sel = M.PayloadSelector(include=M.PayloadFields(fields=[f"k{i}" for i in range(257)]))
+        for name, call in (
+                ("search", self.search(with_payload=sel, k=3)),
+                ("get", lambda: self.ps.Get(P.GetPointsRequest(
+                    collection="main", ids=[pid(1)], with_payload=sel), timeout=T)),
+                ("scroll", lambda: self.ps.Scroll(P.ScrollPointsRequest(
+                    collection="main", limit=5, with_payload=sel), timeout=T))):
+            with self.subTest(call=name):
+                self.reject(self.INVALID, call, "257 keys", "at most 256")
+        ok = M.PayloadSelector(exclude=M.PayloadFields(fields=[f"k{i}" for i in range(256)]))
+        self.assertEqual(len(self.search(with_payload=ok, k=3)().points), 3)
+
+    def test_recommend_average_that_overflows_float32(self):
+        self.reject(self.INVALID, lambda: self.ps.Recommend(P.RecommendRequest(
+            collection="main", positive_vectors=[M.Vector(data=[3e38, 0, 0, 0])],
+            negative_vectors=[M.Vector(data=[-3e38, 0, 0, 0])], k=3), timeout=T),
+            "overflows float32", "BEST_SCORE")
+
+    def test_subnormal_cosine_vector_is_normalised_not_broken(self):
+        # every component subnormal: 1/|v| overflows a float, so the node normalises in double
+        tiny = [1e-39, 0.0, 0.0, 0.0]
+        r = self.ps.Search(P.SearchRequest(collection="cos", vector=M.Vector(data=tiny), k=3,
+                                           with_vectors=True), timeout=T)
+        self.assertEqual(len(r.points), 3)
+        self.ps.Upsert(P.UpsertPointsRequest(collection="cos", points=[point(900, tiny)],
+                                             wait=True), timeout=T)
+        try:
+            got = self.ps.Get(P.GetPointsRequest(collection="cos", ids=[pid(900)],
+                                                 with_vectors=True), timeout=T).points
+            self.assertEqual(list(got[0].vector.data), [1.0, 0.0, 0.0, 0.0])
+            # the collection still takes writes (it did not stop on an unappliable vector)
+            self.ps.Upsert(P.UpsertPointsRequest(collection="cos", points=[point(901, [1, 1, 0, 0])],
+                                                 wait=True), timeout=T)
+        finally:
+            self.ps.Delete(P.DeletePointsRequest(collection="cos", ids=M.PointIdList(
+                ids=[pid(900), pid(901)]), wait=True), timeout=T)
+        self.assertIntact()
+
 
 def main():
     global ARGS

@@ -845,6 +845,30 @@ class PointsApiTest(unittest.TestCase):
         self.assertEqual(len(r.points), 299)
         self.assertNotIn(4, {key_of(x.id) for x in r.points})
 
+    def test_best_score_with_examples_that_cancel_out(self):
+        # COSINE: p + (p - n) of these is the zero vector, which only AVERAGE_VECTOR needs
+        coll = "cancel"
+        self.create(coll, 2, "COSINE")
+        self.upsert(coll, [point(i, [math.cos(i / 10), math.sin(i / 10)]) for i in range(60)])
+        ex = [M.Vector(data=[1, 0]), M.Vector(data=[-1, 0])]
+        r = self.ps.Recommend(P.RecommendRequest(collection=coll, positive_vectors=ex, k=5,
+                                                 strategy=P.RECOMMEND_STRATEGY_BEST_SCORE),
+                              timeout=T)
+        self.assertEqual([key_of(x.id) for x in r.points][:1], [0])  # [1, 0] itself
+        self.assertEqual(len(r.points), 5)
+        with self.assertRaises(grpc.RpcError) as cm:
+            self.ps.Recommend(P.RecommendRequest(collection=coll, positive_vectors=ex, k=5),
+                              timeout=T)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertIn("cancel out", cm.exception.details())
+
+    def test_nprobe_is_ignored_by_non_ivf_indexes(self):
+        coll = "noivf"
+        self.create(coll, 2, index=M.IndexConfig(type=M.INDEX_TYPE_HNSW))
+        self.upsert(coll, [point(i, [float(i), 0.0]) for i in range(30)])
+        got = self.search(coll, [3.2, 0.0], k=3, params=M.SearchParams(nprobe=4, ef=32))
+        self.assertEqual([key_of(x.id) for x in got], [3, 4, 2])
+
     def test_search_batch_equals_individual_searches(self):
         coll, vecs = self._recommend_setup("batch")
         rnd = random.Random(41)
